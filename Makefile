@@ -1,0 +1,46 @@
+# bake — common tasks. `make demo` and `make test` are the two a new user needs.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+export PACKER_TMP_DIR ?= $(CURDIR)/.bake/packer-tmp
+export CHECKPOINT_DISABLE = 1
+
+.PHONY: help install lint typecheck unit integration test demo bench clean schema
+
+help:
+	@echo "make demo   - set up, bake the example recipes into dir:./registry, resolve web@stable"
+	@echo "make test   - ruff, mypy --strict, unit and integration tests"
+	@echo "make lint   - ruff + mypy only"
+	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
+
+install:
+	$(PYTHON) -m pip install -q -e '.[dev]'
+
+lint:
+	ruff check bake tests bench
+	ruff format --check bake tests bench
+	mypy
+
+typecheck: lint
+
+unit:
+	$(PYTHON) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+integration:
+	mkdir -p $(PACKER_TMP_DIR)
+	$(PYTHON) -m pytest tests/integration -q -m integration $(PYTEST_ARGS)
+
+test: lint
+	mkdir -p $(PACKER_TMP_DIR)
+	$(PYTHON) -m pytest tests -q $(PYTEST_ARGS)
+
+schema:
+	$(PYTHON) -m bake schema > bake-recipe.schema.json
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	bash scripts/bench.sh
+
+clean:
+	rm -rf .bake build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

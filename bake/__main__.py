@@ -1,0 +1,3 @@
+from bake.cli import main
+
+main()

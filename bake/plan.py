@@ -1,0 +1,163 @@
+"""A resolved recipe for one target plus its bake key.
+
+The bake key is a sha256 over every input that can change the image: the resolved recipe
+(rendered steps, verify checks, target config), the bytes of every referenced file, the
+parent's bake key, the Packer templates used, the Packer version and the compiler's format
+version. Same key ⇒ same inputs ⇒ nothing to rebuild. Secret *values* are not inputs (they
+must never be written anywhere, the record included); which secrets are used is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bake.packer import PackerInfo
+from bake.recipe.load import Resolved, resolve, resolve_targets
+
+FORMAT = "bake.plan/v1"
+
+
+@dataclass(frozen=True)
+class Plan:
+    resolved: Resolved
+    packer: PackerInfo
+    templates: Mapping[str, str]  # template file name → sha256
+    parent: Plan | None
+    inputs: Mapping[str, str] = field(default_factory=dict)  # input name → digest
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.resolved.recipe.name
+
+    @property
+    def version(self) -> str:
+        return self.resolved.recipe.version
+
+    @property
+    def target(self) -> str:
+        return self.resolved.target
+
+    @property
+    def short_key(self) -> str:
+        return self.key.removeprefix("sha256:")[:12]
+
+    def chain(self) -> list[Plan]:
+        """Ancestors first, this plan last."""
+        out: list[Plan] = []
+        p: Plan | None = self
+        while p is not None:
+            out.append(p)
+            p = p.parent
+        return list(reversed(out))
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
+
+
+def recipe_document(resolved: Resolved) -> dict[str, Any]:
+    """The resolved recipe as plain data: what the bake key and `bake plan` show."""
+    recipe = resolved.recipe
+    target_conf = recipe.targets.get(resolved.target)
+    return {
+        "name": recipe.name,
+        "version": recipe.version,
+        "target": resolved.target,
+        "base": recipe.base.model_dump(mode="json", exclude_none=True) if recipe.base else None,
+        "extends": recipe.extends,
+        "target_config": target_conf.model_dump(mode="json", by_alias=True) if target_conf else {},
+        "secrets": [s.model_dump(mode="json") for s in recipe.secrets],
+        "steps": [
+            {
+                "index": i,
+                **s.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"when"}),
+            }
+            for i, s in resolved.steps
+        ],
+        "verify": [c.model_dump(mode="json", exclude_none=True) for c in resolved.verify],
+        "volatile": list(recipe.volatile),
+    }
+
+
+def make_plan(resolved: Resolved, packer: PackerInfo, templates: Mapping[str, str]) -> Plan:
+    parent = make_plan(resolved.parent, packer, templates) if resolved.parent else None
+    inputs: dict[str, str] = {
+        "recipe": _sha(_canonical(recipe_document(resolved))),
+        "packer": _sha(packer.text.encode()),
+        "format": _sha(FORMAT.encode()),
+    }
+    for name, digest in sorted(templates.items()):
+        inputs[f"template:{name}"] = digest
+    for f in resolved.files:
+        inputs[f"file:{f.src}"] = f.digest
+    if parent is not None:
+        inputs[f"parent:{parent.name}"] = parent.key
+    key = _sha(_canonical(inputs))
+    return Plan(
+        resolved=resolved, packer=packer, templates=templates, parent=parent, inputs=inputs, key=key
+    )
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """`bake plan --json`."""
+    r = plan.resolved
+    return {
+        "name": plan.name,
+        "version": plan.version,
+        "target": plan.target,
+        "bake_key": plan.key,
+        "chain": [p.name for p in plan.chain()],
+        "vars": {k: v for k, v in sorted(r.vars.items())},
+        "steps": [
+            {"index": i + 1, "module": s.module, "name": s.name or s.module, "when": s.when}
+            for i, s in r.steps
+        ],
+        "verify": len(r.verify),
+        "inputs": dict(plan.inputs),
+        "packer_version": plan.packer.text,
+        "parent": {
+            "name": plan.parent.name,
+            "version": plan.parent.version,
+            "bake_key": plan.parent.key,
+        }
+        if plan.parent
+        else None,
+    }
+
+
+def plan_recipe(
+    path: Path,
+    packer: PackerInfo,
+    *,
+    targets: Sequence[str] = (),
+    var_files: Sequence[Path] = (),
+    extra_vars: Mapping[str, str] | None = None,
+    search_path: Sequence[Path] = (),
+) -> list[Plan]:
+    """Plans for the requested targets (default: every target the recipe declares)."""
+    from bake.compile import template_digests
+
+    if targets:
+        resolved = [
+            resolve(path, t, var_files=var_files, extra_vars=extra_vars, search_path=search_path)
+            for t in targets
+        ]
+    else:
+        resolved = list(
+            resolve_targets(
+                path, var_files=var_files, extra_vars=extra_vars, search_path=search_path
+            ).values()
+        )
+    return [make_plan(r, packer, template_digests(r.target)) for r in resolved]

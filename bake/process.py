@@ -1,0 +1,264 @@
+"""The one place that starts processes.
+
+argv lists only (never a shell), an allow-listed environment, stdin from /dev/null unless
+input is given, output streamed line by line to a callback while the last lines are kept
+for the error message, timeouts, and SIGINT/SIGTERM forwarded to the child so that tools
+like Packer run their own cleanup (remove build containers, kill VMs) before we exit.
+On failure the error carries a copy-pasteable ``shlex.join`` of the command. Values marked
+sensitive are replaced by ``<redacted>`` in everything we keep or show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from bake.errors import BakeError, ToolError
+
+ENV_ALLOW = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TERM",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "PACKER_TMP_DIR",
+    "PACKER_CACHE_DIR",
+    "PACKER_PLUGIN_PATH",
+    "PACKER_LOG",
+    "PACKER_LOG_PATH",
+    "CHECKPOINT_DISABLE",
+    "SOURCE_DATE_EPOCH",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
+
+INSTALL_HINTS = {
+    "packer": "install Packer: `apt-get install packer` (Debian) or from the HashiCorp releases",
+    "docker": "install Docker: `apt-get install docker.io`",
+    "dockerd": "install Docker: `apt-get install docker.io`",
+    "mmdebstrap": "install mmdebstrap: `apt-get install mmdebstrap`",
+    "skopeo": "install skopeo: `apt-get install skopeo`",
+    "qemu-img": "install qemu: `apt-get install qemu-utils`",
+    "qemu-system-x86_64": "install qemu: `apt-get install qemu-system-x86`",
+    "openssl": "install OpenSSL: `apt-get install openssl`",
+}
+
+TAIL_LINES = 40
+
+
+class Interrupted(BakeError):
+    """We received SIGINT/SIGTERM while a child ran; the child was asked to clean up."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Call:
+    """What to run. Built in pure code; run by a Runner."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    timeout: float | None = None
+    input: bytes | None = None
+    check: bool = True
+    sensitive: tuple[str, ...] = ()
+    interrupt: signal.Signals = signal.SIGINT
+
+
+LineSink = Callable[[str], None]
+
+
+class Runner(Protocol):
+    def __call__(self, call: Call, on_line: LineSink | None = None) -> Result: ...
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "<redacted>")
+    return text
+
+
+def child_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    source = os.environ if base is None else base
+    env = {k: source[k] for k in ENV_ALLOW if k in source}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["CHECKPOINT_DISABLE"] = "1"  # Packer: no update checks (no network here, and faster)
+    env.update(extra)
+    return env
+
+
+def describe(call: Call) -> str:
+    return redact(shlex.join(call.argv), call.sensitive)
+
+
+def run(call: Call, on_line: LineSink | None = None) -> Result:
+    """The real runner."""
+    start = time.monotonic()
+    tool = Path(call.argv[0]).name
+    try:
+        proc = subprocess.Popen(
+            list(call.argv),
+            stdin=subprocess.PIPE if call.input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(call.env),
+            cwd=os.fspath(call.cwd) if call.cwd else None,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us; we forward it once
+        )
+    except FileNotFoundError:
+        raise ToolError(
+            f"{tool} not found (command: {describe(call)})",
+            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
+            exit_code=127,
+        ) from None
+    out_lines: list[str] = []
+    err_tail: deque[str] = deque(maxlen=TAIL_LINES)
+    interrupted: list[int] = []
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = redact(raw.decode("utf-8", "replace").rstrip("\n"), call.sensitive)
+            err_tail.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    def pump_in() -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(call.input or b"")
+        proc.stdin.close()
+
+    threads = [threading.Thread(target=pump_err, daemon=True)]
+    if call.input is not None:
+        threads.append(threading.Thread(target=pump_in, daemon=True))
+    for t in threads:
+        t.start()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        interrupted.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(call.interrupt)
+
+    timer = threading.Timer(call.timeout, forward, (signal.SIGALRM, None)) if call.timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    with _forwarding(forward):
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = redact(raw.decode("utf-8", "replace").rstrip("\n"), call.sensitive)
+            out_lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        rc = _wait(proc, interrupted)
+    if timer:
+        timer.cancel()
+    for t in threads:
+        t.join(timeout=5)
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    result = Result(
+        argv=call.argv,
+        returncode=rc,
+        stdout="\n".join(out_lines) + ("\n" if out_lines else ""),
+        stderr="\n".join(err_tail),
+        seconds=time.monotonic() - start,
+    )
+    if interrupted and interrupted[0] == signal.SIGALRM:
+        raise ToolError(
+            f"{tool} timed out after {call.timeout:.0f}s: {describe(call)}",
+            "raise the timeout or look at the last output above",
+        )
+    if interrupted:
+        raise Interrupted(
+            f"interrupted ({signal.Signals(interrupted[0]).name}); "
+            f"{tool} was asked to clean up and exited {rc}"
+        )
+    if call.check and rc != 0:
+        raise failure(call, result)
+    return result
+
+
+def failure(call: Call, result: Result) -> ToolError:
+    tool = Path(call.argv[0]).name
+    tail = (
+        result.stderr.strip() or "\n".join(result.stdout.strip().splitlines()[-TAIL_LINES:])
+    ).strip()
+    if result.returncode < 0:
+        status = f"was killed by {signal.Signals(-result.returncode).name}"
+    else:
+        status = f"exited {result.returncode}"
+    message = f"{tool} {status}: {describe(call)}"
+    if tail:
+        message += "\n" + "\n".join("  | " + line for line in tail.splitlines()[-TAIL_LINES:])
+    return ToolError(message, None if result.returncode != 127 else INSTALL_HINTS.get(tool))
+
+
+def _wait(proc: subprocess.Popen[bytes], interrupted: list[int], grace: float = 120.0) -> int:
+    """Wait for the child; after an interrupt give it `grace` seconds to clean up."""
+    while True:
+        try:
+            return proc.wait(timeout=0.2 if not interrupted else grace)
+        except subprocess.TimeoutExpired:
+            if interrupted:
+                proc.kill()
+                return proc.wait()
+
+
+@contextlib.contextmanager
+def _forwarding(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def output(runner: Runner, *argv: str, env: Mapping[str, str] | None = None) -> str:
+    """Run and return stdout (stripped); raise on failure."""
+    return runner(Call(argv=tuple(argv), env=dict(env or {}))).stdout.strip()
