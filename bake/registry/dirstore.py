@@ -1,0 +1,159 @@
+"""The ``dir:PATH`` registry backend: a folder on a local or shared POSIX file system.
+
+Layout::
+
+    PATH/index.json                 the signed index (a DSSE envelope)
+    PATH/blobs/sha256/<hex>         content-addressed blobs (image documents, envelopes)
+    PATH/.lock                      writers hold flock(LOCK_EX) on it
+
+Every write goes to a temporary file in the destination folder, is fsynced, renamed over
+the destination with ``os.replace`` and the folder is fsynced. A publish writes its blobs
+first and the index last, so one killed at any instant leaves the registry as it was
+before or after: the old index only names blobs that are never changed. (A kill can leave
+an unreferenced ``.tmp-*`` file or blob behind; both are harmless.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bake.digest import is_digest, sha256_bytes
+from bake.errors import RegistryError, TrustError
+
+INDEX_FILE = "index.json"
+LOCK_FILE = ".lock"
+BLOB_DIR = ("blobs", "sha256")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never
+    a mixture, and the new content survives a crash once this returns."""
+    folder = path.parent
+    tmp = folder / f".tmp-{path.name}-{os.getpid()}-{os.urandom(6).hex()}"
+    try:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            fsync_dir(folder.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        fsync_dir(folder)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RegistryError(
+            f"cannot write {path}: {e.strerror or e}",
+            "check that the folder exists, is writable and the disk is not full",
+        ) from e
+
+
+@dataclass(frozen=True)
+class DirRegistry:
+    """A registry in the folder ``root``. Satisfies :class:`bake.registry.backend.Registry`."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> DirRegistry:
+        return cls(Path(path).expanduser().resolve())
+
+    @property
+    def url(self) -> str:
+        return f"dir:{self.root}"
+
+    def blob_path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise RegistryError(
+                f"{digest!r} is not a blob digest", "expected sha256: and 64 lowercase hex"
+            )
+        return self.root.joinpath(*BLOB_DIR, digest.removeprefix("sha256:"))
+
+    def read_index_envelope(self) -> dict[str, Any] | None:
+        path = self.root / INDEX_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RegistryError(f"cannot read {path}: {e.strerror or e}") from e
+        try:
+            envelope = json.loads(data)
+        except ValueError:
+            raise TrustError(
+                f"{path} is not valid JSON", "the index was damaged or tampered with"
+            ) from None
+        if not isinstance(envelope, dict):
+            raise TrustError(f"{path} is not a DSSE envelope (a JSON object)")
+        return envelope
+
+    def read_blob(self, digest: str) -> bytes:
+        path = self.blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RegistryError(
+                f"blob {digest} is missing from {self.url}",
+                "the registry is incomplete (a partial copy?); restore it from a backup",
+            ) from None
+        except OSError as e:
+            raise RegistryError(f"cannot read {path}: {e.strerror or e}") from e
+        actual = sha256_bytes(data)
+        if actual != digest:
+            raise TrustError(
+                f"blob {digest} in {self.url} has the content of {actual}",
+                "the registry was damaged or tampered with; restore it from a backup",
+            )
+        return data
+
+    def write_blob(self, data: bytes) -> str:
+        digest = sha256_bytes(data)
+        path = self.blob_path(digest)
+        try:
+            if sha256_bytes(path.read_bytes()) == digest:
+                return digest  # already stored: content addressing makes this idempotent
+        except OSError:
+            pass  # absent (or unreadable): (re)write it below
+        atomic_write(path, data)
+        return digest
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RegistryError(f"cannot lock {self.url}: {e.strerror or e}") from e
+        try:
+            # flock is held by the open file description: the kernel drops it when the
+            # process dies, so a killed publisher never leaves the registry locked. It is
+            # exclusive across processes of one host (and NFSv4 clients, where Linux maps
+            # it to byte-range locks); other shared file systems may not honour it.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
+        data = json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        atomic_write(self.root / INDEX_FILE, data)

@@ -1,0 +1,723 @@
+"""The registry manifest as data: frozen documents and the pure functions that change them.
+
+Two kinds of document, both serialized with canonical JSON:
+
+* an **image document** per image name — its builds (``versions``), its ``channels``
+  (with history) and its ``revocations``. Stored as a content-addressed blob.
+* the **top index** — ``{"schema", "serial", "issued", "expires", "images": {name:
+  digest of the image document blob}}``. Signed as a DSSE envelope. Because it binds each
+  image document by digest, one signature covers every byte of the registry (TUF's
+  snapshot idea), and a resolve reads exactly two small files.
+
+Builds are immutable. A release of version ``1.4.0`` becomes build ``1.4.0+N``: republishing
+the same bake key with the same target digests returns the existing build; anything else
+gets ``N = max + 1``.
+
+Selectors (the part after ``NAME@``), in this order of precedence:
+
+1. ``latest`` — the highest non-revoked *release* (pre-releases excluded; reach those by
+   exact version or a channel). ``latest`` is reserved: no channel may use the name.
+2. a semantic version — ``1.4.0+2`` is exactly that build; ``1.4.0`` is its latest
+   non-revoked build.
+3. a channel name — its current head.
+
+The forms cannot collide: versions start with a digit, channel names with a letter.
+
+Nothing here reads a clock, a file or the network: times come in as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from bake.digest import canonical_json
+from bake.errors import BakeError, RegistryError, TrustError
+from bake.registry import semver
+
+INDEX_SCHEMA = "bake.registry/v1"
+IMAGE_SCHEMA = "bake.image/v1"
+INDEX_PAYLOAD_TYPE = "application/vnd.bake.index+json"
+ATTESTATION_KINDS = ("provenance", "test-result", "sbom", "files")
+LATEST = "latest"
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._/-]{0,126}[a-z0-9])?")
+_CHANNEL = re.compile(r"[a-z][a-z0-9._-]{0,62}")
+_TARGET = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_USAGE = 2  # exit code for malformed input, as for an invalid recipe
+
+Action = Literal["promote", "rollback"]
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(frozen=True)
+class TargetOutput:
+    """What one target of a build produced. ``digest`` is the artifact's sha256."""
+
+    digest: str
+    ref: str | None = None  # e.g. "registry.example/web@sha256:…"
+    artifact_id: str | None = None  # e.g. an AMI id or a qcow2 file name
+    image_id: str | None = None  # e.g. a docker image (config) id
+
+
+@dataclass(frozen=True)
+class Build:
+    """One immutable build of an image: ``version`` + registry-assigned ``build`` number."""
+
+    version: str
+    build: int
+    bake_key: str
+    created: str
+    parent: str | None
+    targets: Mapping[str, TargetOutput]
+    attestations: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", _frozen(self.targets))
+        object.__setattr__(self, "attestations", _frozen(self.attestations))
+
+    @property
+    def full_version(self) -> str:
+        return f"{self.version}+{self.build}"
+
+
+@dataclass(frozen=True)
+class ChannelEntry:
+    version: str
+    at: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Channel:
+    current: str
+    history: tuple[ChannelEntry, ...]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
+class ImageDoc:
+    """Everything the registry knows about one image name."""
+
+    name: str
+    versions: Mapping[str, Build] = field(default_factory=dict)
+    channels: Mapping[str, Channel] = field(default_factory=dict)
+    revocations: Mapping[str, Revocation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "versions", _frozen(self.versions))
+        object.__setattr__(self, "channels", _frozen(self.channels))
+        object.__setattr__(self, "revocations", _frozen(self.revocations))
+
+
+@dataclass(frozen=True)
+class Index:
+    """The signed top index. ``serial`` only grows; ``expires`` bounds a freeze attack."""
+
+    serial: int
+    issued: str
+    expires: str
+    images: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", _frozen(self.images))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A finished bake, as handed to :func:`add_build`. ``version`` has no ``+build``."""
+
+    name: str
+    version: str
+    bake_key: str
+    created: datetime
+    targets: Mapping[str, TargetOutput]
+    attestations: Mapping[str, str] = field(default_factory=dict)
+    parent: str | None = None  # "NAME@VERSION+BUILD" of the image this one extends
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", _frozen(self.targets))
+        object.__setattr__(self, "attestations", _frozen(self.attestations))
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a planned registry operation changes: the new image documents (by name) and
+    one human-readable line per effect, for the CLI to print."""
+
+    docs: Mapping[str, ImageDoc]
+    summary: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "docs", _frozen(self.docs))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The build a selector picked, and the channel it came through (if any)."""
+
+    name: str
+    version: str
+    channel: str | None
+    build: Build
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def format_time(at: datetime) -> str:
+    """RFC 3339 UTC with second precision: ``2024-05-01T12:00:00Z``."""
+    if at.tzinfo is None:
+        raise ValueError("a naive datetime has no time zone; pass an aware one (UTC)")
+    return at.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise RegistryError(
+            f"time {text!r} is not RFC 3339 UTC", "expected e.g. 2024-05-01T12:00:00Z"
+        ) from None
+
+
+def image_ref(name: str, version: str) -> str:
+    return f"{name}@{version}"
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"web@stable"`` -> ``("web", "stable")``; refuse anything else with a hint."""
+    name, at, selector = spec.rpartition("@")
+    if not at or not name or not selector:
+        raise BakeError(
+            f"{spec!r} is not an image spec",
+            "write NAME@VERSION (1.4.0 or 1.4.0+2), NAME@CHANNEL or NAME@latest",
+            _USAGE,
+        )
+    return name, selector
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the near misses of ``word`` in ``choices``, or None."""
+    import difflib  # error path only: keeps start-up fast
+
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+
+
+def _check(ok: bool, message: str, hint: str | None = None) -> None:
+    if not ok:
+        raise BakeError(message, hint, _USAGE)
+
+
+def validate_name(name: str) -> str:
+    _check(
+        bool(_NAME.fullmatch(name)),
+        f"image name {name!r} is invalid",
+        "use lowercase letters, digits and . _ - / (start and end with a letter or digit)",
+    )
+    return name
+
+
+def validate_channel(channel: str) -> str:
+    _check(
+        bool(_CHANNEL.fullmatch(channel)) and channel != LATEST,
+        f"channel name {channel!r} is invalid",
+        "start with a lowercase letter, then letters, digits, . _ -; 'latest' is reserved",
+    )
+    return channel
+
+
+def _parse_core(version: str) -> semver.Version:
+    parsed = semver.parse(version)
+    _check(
+        not parsed.build,
+        f"release version {version!r} carries build metadata",
+        f"publish {parsed.core}: the registry numbers builds itself ({parsed.core}+1, +2 …)",
+    )
+    return parsed
+
+
+def _sort_key(build: Build) -> tuple[Any, ...]:
+    return (*semver.parse(build.version).precedence(), build.build)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def new_image_doc(name: str) -> ImageDoc:
+    return ImageDoc(name=validate_name(name))
+
+
+def is_revoked(doc: ImageDoc, version: str) -> bool:
+    return version in doc.revocations
+
+
+def builds_of(doc: ImageDoc, version: str) -> list[Build]:
+    """Every build of the version core ``version`` (``1.4.0``), oldest build first."""
+    return sorted((b for b in doc.versions.values() if b.version == version), key=lambda b: b.build)
+
+
+def _revoked_error(doc: ImageDoc, version: str, via: str | None = None) -> TrustError:
+    record = doc.revocations[version]
+    ref = image_ref(doc.name, version)
+    what = f"{image_ref(doc.name, via)} points to {ref}, which" if via else ref
+    return TrustError(
+        f"{what} was revoked at {record.at}: {record.reason}",
+        f"roll the channel back (bake rollback {doc.name} {via}) or pick another version"
+        if via
+        else "pick another version; revocations are permanent",
+    )
+
+
+def _unknown_version(doc: ImageDoc, version: str) -> RegistryError:
+    newest = [b.full_version for b in sorted(doc.versions.values(), key=_sort_key)[-5:]]
+    return RegistryError(
+        f"{image_ref(doc.name, version)} is not in the registry",
+        did_you_mean(version, doc.versions)
+        or f"newest versions: {', '.join(newest) or 'none published yet'}",
+    )
+
+
+def find_build(doc: ImageDoc, version: str) -> Build:
+    """``1.4.0+2`` -> that build; ``1.4.0`` -> its latest non-revoked build.
+
+    Raises RegistryError when unknown, TrustError when revoked.
+    """
+    parsed = semver.parse(version)
+    number = semver.build_number(parsed)
+    if number is not None:
+        build = doc.versions.get(version)
+        if build is None:
+            raise _unknown_version(doc, version)
+        if is_revoked(doc, version):
+            raise _revoked_error(doc, version)
+        return build
+    candidates = builds_of(doc, parsed.core)
+    if not candidates:
+        raise _unknown_version(doc, version)
+    live = [b for b in candidates if not is_revoked(doc, b.full_version)]
+    if not live:
+        raise _revoked_error(doc, candidates[-1].full_version)
+    return live[-1]
+
+
+def select(doc: ImageDoc, selector: str) -> Selection:
+    """Resolve a selector (see the module docstring for precedence) to a live build."""
+    if selector == LATEST:
+        live = [
+            b
+            for b in doc.versions.values()
+            if not is_revoked(doc, b.full_version) and not semver.parse(b.version).prerelease
+        ]
+        if not live:
+            raise RegistryError(
+                f"{image_ref(doc.name, LATEST)}: no release that is not revoked",
+                "pre-releases are left out of 'latest': ask for one by version or channel",
+            )
+        best = max(live, key=_sort_key)
+        return Selection(doc.name, best.full_version, None, best)
+    if semver.is_version(selector):
+        build = find_build(doc, selector)
+        return Selection(doc.name, build.full_version, None, build)
+    channel = doc.channels.get(selector)
+    if channel is None:
+        if not _CHANNEL.fullmatch(selector):
+            raise BakeError(
+                f"{image_ref(doc.name, selector)}: {selector!r} is neither a version "
+                "nor a channel name",
+                "write NAME@VERSION (1.4.0 or 1.4.0+2), NAME@CHANNEL or NAME@latest",
+                _USAGE,
+            )
+        raise RegistryError(
+            f"{doc.name} has no channel {selector!r}",
+            did_you_mean(selector, [*doc.channels, LATEST])
+            or f"channels: {', '.join(sorted(doc.channels)) or 'none yet'}; or use {LATEST}",
+        )
+    if is_revoked(doc, channel.current):
+        raise _revoked_error(doc, channel.current, via=selector)
+    return Selection(doc.name, channel.current, selector, doc.versions[channel.current])
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def _validate_release(release: Release) -> semver.Version:
+    validate_name(release.name)
+    parsed = _parse_core(release.version)
+    _check(bool(release.bake_key), f"{release.name} {release.version}: empty bake key")
+    _check(bool(release.targets), f"{release.name} {release.version}: no targets")
+    for target, output in release.targets.items():
+        _check(
+            bool(_TARGET.fullmatch(target)),
+            f"target name {target!r} is invalid",
+            "use lowercase letters, digits and . _ -",
+        )
+        _check(
+            bool(_DIGEST.fullmatch(output.digest)),
+            f"targets.{target}.digest {output.digest!r} is not sha256:<64 hex>",
+        )
+    for kind, digest in release.attestations.items():
+        _check(
+            kind in ATTESTATION_KINDS,
+            f"attestation kind {kind!r} is unknown",
+            did_you_mean(kind, ATTESTATION_KINDS) or f"kinds: {', '.join(ATTESTATION_KINDS)}",
+        )
+        _check(
+            bool(_DIGEST.fullmatch(digest)),
+            f"attestations.{kind} {digest!r} is not sha256:<64 hex>",
+        )
+    if release.parent is not None:
+        name, _, version = release.parent.rpartition("@")
+        ok = bool(_NAME.fullmatch(name)) and semver.is_version(version)
+        ok = ok and semver.build_number(semver.parse(version)) is not None
+        _check(ok, f"parent {release.parent!r} is not NAME@VERSION+BUILD")
+    return parsed
+
+
+def add_build(doc: ImageDoc, release: Release) -> tuple[ImageDoc, str]:
+    """Record ``release`` as a build; returns the new document and the full version.
+
+    Idempotent: the same version with the same bake key and the same target digests
+    returns ``doc`` unchanged and the existing build (even a revoked one: republishing
+    identical bytes must not bring them back).
+    """
+    parsed = _validate_release(release)
+    _check(
+        release.name == doc.name,
+        f"release of {release.name!r} cannot go into the document of {doc.name!r}",
+    )
+    digests = {target: out.digest for target, out in release.targets.items()}
+    same_version = builds_of(doc, parsed.core)
+    for build in same_version:
+        if build.bake_key == release.bake_key and digests == {
+            target: out.digest for target, out in build.targets.items()
+        }:
+            return doc, build.full_version
+    build = Build(
+        version=parsed.core,
+        build=max((b.build for b in same_version), default=0) + 1,
+        bake_key=release.bake_key,
+        created=format_time(release.created),
+        parent=release.parent,
+        targets=release.targets,
+        attestations=release.attestations,
+    )
+    return replace(doc, versions={**doc.versions, build.full_version: build}), build.full_version
+
+
+def promote(doc: ImageDoc, source: str, channel: str, *, at: datetime) -> ImageDoc:
+    """Point ``channel`` at the build ``source`` selects (a version, ``latest`` or another
+    channel). Refuses unknown and revoked builds; promoting the current head is a no-op."""
+    validate_channel(channel)
+    picked = select(doc, source)
+    current = doc.channels.get(channel)
+    if current is not None and current.current == picked.version:
+        return doc
+    history = current.history if current else ()
+    entry = ChannelEntry(picked.version, format_time(at), "promote")
+    updated = Channel(current=picked.version, history=(*history, entry))
+    return replace(doc, channels={**doc.channels, channel: updated})
+
+
+def _stack(channel: Channel) -> list[str]:
+    """Replay the history as a stack: promote pushes, rollback pops back to its target.
+
+    Rolling back twice therefore goes two steps back, never forth again to the version
+    the first rollback left.
+    """
+    stack: list[str] = []
+    for entry in channel.history:
+        if entry.action == "rollback" and entry.version in stack:
+            del stack[len(stack) - stack[::-1].index(entry.version) :]
+        elif not stack or stack[-1] != entry.version:
+            stack.append(entry.version)
+    return stack
+
+
+def rollback(doc: ImageDoc, channel: str, *, at: datetime) -> ImageDoc:
+    """Move ``channel`` back to its previous head that is not revoked and differs from the
+    current one (``doc.channels[channel].current`` afterwards says which)."""
+    found = doc.channels.get(channel)
+    if found is None:
+        raise RegistryError(
+            f"{doc.name} has no channel {channel!r}", did_you_mean(channel, doc.channels)
+        )
+    stack = _stack(found)
+    while stack and (stack[-1] == found.current or is_revoked(doc, stack[-1])):
+        stack.pop()
+    if not stack:
+        raise RegistryError(
+            f"{image_ref(doc.name, channel)} has no earlier version to roll back to",
+            f"promote a known-good version instead: bake promote {doc.name}@VERSION {channel}",
+        )
+    target = stack[-1]
+    entry = ChannelEntry(target, format_time(at), "rollback")
+    updated = Channel(current=target, history=(*found.history, entry))
+    return replace(doc, channels={**doc.channels, channel: updated})
+
+
+def revoke(doc: ImageDoc, version: str, reason: str, *, at: datetime) -> ImageDoc:
+    """Revoke ``1.4.0+2`` (that build) or ``1.4.0`` (every build of it). Permanent; a
+    build already revoked keeps its first reason. Channels are not moved: resolving a
+    channel whose head is revoked fails until someone rolls it back or promotes."""
+    _check(bool(reason.strip()), "a revocation needs a reason")
+    parsed = semver.parse(version)
+    if semver.build_number(parsed) is not None:
+        if version not in doc.versions:
+            raise _unknown_version(doc, version)
+        targets = [version]
+    else:
+        targets = [b.full_version for b in builds_of(doc, parsed.core)]
+        if not targets:
+            raise _unknown_version(doc, version)
+    record = Revocation(reason=reason.strip(), at=format_time(at))
+    fresh = {v: record for v in targets if v not in doc.revocations}
+    if not fresh:
+        return doc
+    return replace(doc, revocations={**doc.revocations, **fresh})
+
+
+def cascade(
+    docs: Mapping[str, ImageDoc], revoked: Iterable[str], *, at: datetime
+) -> tuple[dict[str, ImageDoc], list[str]]:
+    """Revoke, transitively, every build whose ``parent`` is one of ``revoked``
+    (``NAME@VERSION+BUILD`` refs). Returns the changed documents and the affected refs."""
+    children: dict[str, list[tuple[str, str]]] = {}
+    for name, doc in docs.items():
+        for build in doc.versions.values():
+            if build.parent is not None:
+                children.setdefault(build.parent, []).append((name, build.full_version))
+    changed: dict[str, ImageDoc] = {}
+    affected: list[str] = []
+    frontier = list(revoked)
+    seen = set(frontier)
+    while frontier:
+        parent = frontier.pop()
+        for name, version in children.get(parent, ()):
+            ref = image_ref(name, version)
+            if ref in seen:
+                continue
+            seen.add(ref)
+            doc = changed.get(name, docs[name])
+            if not is_revoked(doc, version):
+                changed[name] = revoke(doc, version, f"parent {parent} was revoked", at=at)
+                affected.append(ref)
+            frontier.append(ref)
+    return changed, sorted(affected)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def image_doc_to_json(doc: ImageDoc) -> dict[str, Any]:
+    return {
+        "schema": IMAGE_SCHEMA,
+        "name": doc.name,
+        "versions": {
+            key: {
+                "version": b.version,
+                "build": b.build,
+                "bake_key": b.bake_key,
+                "created": b.created,
+                "parent": b.parent,
+                "targets": {
+                    t: {
+                        "digest": o.digest,
+                        "ref": o.ref,
+                        "artifact_id": o.artifact_id,
+                        "image_id": o.image_id,
+                    }
+                    for t, o in b.targets.items()
+                },
+                "attestations": dict(b.attestations),
+            }
+            for key, b in doc.versions.items()
+        },
+        "channels": {
+            name: {
+                "current": ch.current,
+                "history": [
+                    {"version": e.version, "at": e.at, "action": e.action} for e in ch.history
+                ],
+            }
+            for name, ch in doc.channels.items()
+        },
+        "revocations": {v: {"reason": r.reason, "at": r.at} for v, r in doc.revocations.items()},
+    }
+
+
+def index_to_json(index: Index) -> dict[str, Any]:
+    return {
+        "schema": INDEX_SCHEMA,
+        "serial": index.serial,
+        "issued": index.issued,
+        "expires": index.expires,
+        "images": dict(index.images),
+    }
+
+
+def encode_image_doc(doc: ImageDoc) -> bytes:
+    return canonical_json(image_doc_to_json(doc))
+
+
+def encode_index(index: Index) -> bytes:
+    return canonical_json(index_to_json(index))
+
+
+class _Fields:
+    """Typed access to untrusted JSON; errors name the document and the field path."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def fail(self, path: str, expected: str) -> RegistryError:
+        return RegistryError(
+            f"malformed {self.what}: {path} must be {expected}",
+            "the registry was written by an incompatible or broken publisher",
+        )
+
+    def obj(self, value: object, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, "an object")
+        return value
+
+    def text(self, obj: dict[str, Any], key: str, path: str) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str):
+            raise self.fail(f"{path}.{key}", "a string")
+        return value
+
+    def opt_text(self, obj: dict[str, Any], key: str, path: str) -> str | None:
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(f"{path}.{key}", "a string or null")
+        return value
+
+    def count(self, obj: dict[str, Any], key: str, path: str) -> int:
+        value = obj.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise self.fail(f"{path}.{key}", "a non-negative integer")
+        return value
+
+    def textmap(self, obj: dict[str, Any], key: str, path: str) -> dict[str, str]:
+        value = self.obj(obj.get(key), f"{path}.{key}")
+        if not all(isinstance(v, str) for v in value.values()):
+            raise self.fail(f"{path}.{key}", "an object of strings")
+        return value
+
+    def schema(self, obj: dict[str, Any], expected: str) -> None:
+        if obj.get("schema") != expected:
+            raise RegistryError(
+                f"{self.what} has schema {obj.get('schema')!r}, expected {expected!r}",
+                "upgrade bake to read this registry",
+            )
+
+
+def _loads(data: bytes, what: str) -> object:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"{what} is not valid JSON") from None
+
+
+def decode_image_doc(data: bytes, *, name: str) -> ImageDoc:
+    f = _Fields(f"image document of {name!r}")
+    top = f.obj(_loads(data, f.what), "$")
+    f.schema(top, IMAGE_SCHEMA)
+    versions: dict[str, Build] = {}
+    for key, raw in f.obj(top.get("versions"), "versions").items():
+        path = f"versions.{key}"
+        b = f.obj(raw, path)
+        targets = {
+            t: TargetOutput(
+                digest=f.text(f.obj(o, f"{path}.targets.{t}"), "digest", f"{path}.targets.{t}"),
+                ref=f.opt_text(o, "ref", f"{path}.targets.{t}"),
+                artifact_id=f.opt_text(o, "artifact_id", f"{path}.targets.{t}"),
+                image_id=f.opt_text(o, "image_id", f"{path}.targets.{t}"),
+            )
+            for t, o in f.obj(b.get("targets"), f"{path}.targets").items()
+        }
+        build = Build(
+            version=f.text(b, "version", path),
+            build=f.count(b, "build", path),
+            bake_key=f.text(b, "bake_key", path),
+            created=f.text(b, "created", path),
+            parent=f.opt_text(b, "parent", path),
+            targets=targets,
+            attestations=f.textmap(b, "attestations", path),
+        )
+        if build.full_version != key:
+            raise f.fail(path, f"the build {build.full_version}")
+        versions[key] = build
+    channels: dict[str, Channel] = {}
+    for key, raw in f.obj(top.get("channels"), "channels").items():
+        path = f"channels.{key}"
+        c = f.obj(raw, path)
+        history = c.get("history")
+        if not isinstance(history, list):
+            raise f.fail(f"{path}.history", "a list")
+        entries = []
+        for i, raw_entry in enumerate(history):
+            e = f.obj(raw_entry, f"{path}.history[{i}]")
+            action = e.get("action")
+            if action not in ("promote", "rollback"):
+                raise f.fail(f"{path}.history[{i}].action", "'promote' or 'rollback'")
+            entries.append(
+                ChannelEntry(
+                    f.text(e, "version", f"{path}.history[{i}]"),
+                    f.text(e, "at", f"{path}.history[{i}]"),
+                    action,
+                )
+            )
+        current = f.text(c, "current", path)
+        if current not in versions:
+            raise f.fail(f"{path}.current", "a known version")
+        channels[key] = Channel(current=current, history=tuple(entries))
+    revocations = {
+        v: Revocation(
+            reason=f.text(f.obj(r, f"revocations.{v}"), "reason", f"revocations.{v}"),
+            at=f.text(r, "at", f"revocations.{v}"),
+        )
+        for v, r in f.obj(top.get("revocations"), "revocations").items()
+    }
+    doc_name = f.text(top, "name", "$")
+    if doc_name != name:
+        raise TrustError(
+            f"the index binds {name!r} to the image document of {doc_name!r}",
+            "the registry was tampered with or written by a broken publisher",
+        )
+    return ImageDoc(name=doc_name, versions=versions, channels=channels, revocations=revocations)
+
+
+def decode_index(data: bytes) -> Index:
+    f = _Fields("registry index")
+    top = f.obj(_loads(data, f.what), "$")
+    f.schema(top, INDEX_SCHEMA)
+    index = Index(
+        serial=f.count(top, "serial", "$"),
+        issued=f.text(top, "issued", "$"),
+        expires=f.text(top, "expires", "$"),
+        images=f.textmap(top, "images", "$"),
+    )
+    parse_time(index.issued)
+    parse_time(index.expires)
+    return index

@@ -1,0 +1,210 @@
+"""How long does a deployer wait for ``NAME@CHANNEL`` -> verified digest?
+
+Builds a ``dir:`` registry of 1,000 images x 20 versions (documents made directly with the
+pure functions, written in one signed transaction), then times fresh interpreters that
+each do the full verified resolve: read the index, verify its ed25519 signature, check
+expiry and the replay state, load and hash-check one image document, resolve a channel.
+The baseline, measured in the same run and interleaved with it, is a bare ``python -c
+pass``. Goal: at most 0.3 s per resolve, start-up included.
+
+Two bytecode settings are measured: ``cached`` (bytecode of bake's modules cached, as
+after ``pip install``; the headline number) and ``uncached`` (every run compiles bake's
+sources, as under ``PYTHONDONTWRITEBYTECODE=1`` from a source checkout).
+
+    python bench/resolve_bench.py [--runs 20] [--images 1000] [--versions 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_SECONDS = 0.3
+TARGET = "docker"
+
+RESOLVE = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from bake.attest import load_public_key
+from bake.deploy import format_resolution, resolve
+from bake.registry.backend import open_registry
+from bake.registry.client import FreshnessState, read
+
+url, pub, spec, target = sys.argv[1:5]
+snapshot = read(
+    open_registry(url),
+    [load_public_key(Path(pub))],
+    state=FreshnessState.default(),
+    now=datetime.now(UTC),
+)
+sys.stdout.write(format_resolution(resolve(snapshot, spec, target), "env"))
+"""
+
+
+def build_registry(folder: Path, images: int, versions: int) -> tuple[str, Path, str, str]:
+    """Return (registry URL, public key file, spec to resolve, its expected digest)."""
+    sys.path.insert(0, str(ROOT))
+    from bake.attest import load_signing_key, write_keypair
+    from bake.digest import sha256_bytes
+    from bake.registry import client, model
+    from bake.registry.dirstore import DirRegistry
+
+    key_path, pub_path = write_keypair(folder / "publisher", None)
+    key = load_signing_key(key_path, None)
+    registry = DirRegistry.at(folder / "registry")
+    now = datetime.now(UTC)
+    client.init(registry, key, now=now)
+
+    def everything(_: client.Snapshot) -> dict[str, model.ImageDoc]:
+        docs = {}
+        for i in range(images):
+            name = f"img{i:04d}"
+            doc = model.new_image_doc(name)
+            for v in range(versions):
+                out = sha256_bytes(f"{name}/{v}".encode())
+                release = model.Release(
+                    name=name,
+                    version=f"1.{v}.0",
+                    bake_key=sha256_bytes(f"key/{name}/{v}".encode()),
+                    created=now - timedelta(days=versions - v),
+                    targets={
+                        TARGET: model.TargetOutput(out, ref=f"r.example/{name}@{out}"),
+                        "qemu": model.TargetOutput(sha256_bytes(f"q/{name}/{v}".encode())),
+                    },
+                    attestations={"provenance": sha256_bytes(f"p/{name}/{v}".encode())},
+                )
+                doc, version = model.add_build(doc, release)
+                doc = model.promote(doc, version, "stable", at=now)
+            docs[name] = model.rollback(doc, "stable", at=now)  # some history to replay
+        return docs
+
+    client.transact(registry, key, [key.public], everything, now=now)
+    name = f"img{images // 2:04d}"
+    expected = sha256_bytes(f"{name}/{versions - 2}".encode())  # stable was rolled back
+    return registry.url, pub_path, f"{name}@stable", expected
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark command failed:\n{done.stderr}")
+    return elapsed, done.stdout
+
+
+def measure(
+    runs: int, env: dict[str, str], resolve_argv: list[str], expected: str
+) -> dict[str, float]:
+    baseline_argv = [sys.executable, "-c", "pass"]
+    for _ in range(2):  # warm-up: page cache, bytecode cache
+        timed(baseline_argv, env)
+        _, out = timed(resolve_argv, env)
+        if f"BAKE_IMAGE_DIGEST={expected}" not in out:
+            raise SystemExit(f"resolve printed the wrong digest:\n{out}")
+    base, resolve = [], []
+    for _ in range(runs):  # interleaved, so drift hits both alike
+        base.append(timed(baseline_argv, env)[0])
+        resolve.append(timed(resolve_argv, env)[0])
+    median_base, median_resolve = statistics.median(base), statistics.median(resolve)
+    return {
+        "baseline_median_s": round(median_base, 4),
+        "resolve_median_s": round(median_resolve, 4),
+        "resolve_min_s": round(min(resolve), 4),
+        "resolve_max_s": round(max(resolve), 4),
+        "ratio": round(median_resolve / median_base, 2),
+        "resolve_minus_baseline_s": round(median_resolve - median_base, 4),
+    }
+
+
+def in_process(url: str, pub: Path, spec: str, runs: int) -> float:
+    """Median seconds of read + resolve inside a warm interpreter (imports excluded)."""
+    from bake.attest import load_public_key
+    from bake.deploy import resolve
+    from bake.registry.backend import open_registry
+    from bake.registry.client import read
+
+    trusted = [load_public_key(pub)]
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        snapshot = read(open_registry(url), trusted, state=None, now=datetime.now(UTC))
+        resolve(snapshot, spec, TARGET)
+        samples.append(time.perf_counter() - start)
+    return round(statistics.median(samples), 5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--versions", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bake-resolve-bench-") as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        url, pub, spec, expected = build_registry(folder, args.images, args.versions)
+        build_s = time.perf_counter() - start
+        index_bytes = (folder / "registry" / "index.json").stat().st_size
+
+        base_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BAKE_STATE_DIR": str(folder / "state"),
+        }
+        cached_env = {**base_env, "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
+        cached_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        uncached_env = {**base_env, "PYTHONDONTWRITEBYTECODE": "1"}
+        argv = [sys.executable, "-c", RESOLVE, url, str(pub), spec, TARGET]
+        cached = measure(args.runs, cached_env, argv, expected)
+        uncached = measure(args.runs, uncached_env, argv, expected)
+        warm = in_process(url, pub, spec, args.runs)
+
+    result: dict[str, Any] = {
+        "images": args.images,
+        "versions_per_image": args.versions,
+        "runs": args.runs,
+        "spec": spec,
+        "registry_build_s": round(build_s, 2),
+        "index_bytes": index_bytes,
+        "cached": cached,
+        "uncached": uncached,
+        "in_process_resolve_median_s": warm,
+        "goal_s": GOAL_SECONDS,
+        "goal_met": cached["resolve_median_s"] <= GOAL_SECONDS,
+        "python": sys.version.split()[0],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"registry: {args.images} images x {args.versions} versions "
+        f"(built in {result['registry_build_s']} s, index {index_bytes} bytes)"
+    )
+    for label, m in (("cached bytecode", cached), ("no bytecode cache", uncached)):
+        print(
+            f"{label:>18}: resolve {m['resolve_median_s']:.3f} s median "
+            f"(min {m['resolve_min_s']:.3f}, max {m['resolve_max_s']:.3f}) | "
+            f"python -c pass {m['baseline_median_s']:.3f} s | ratio {m['ratio']:.2f}x "
+            f"| +{m['resolve_minus_baseline_s']:.3f} s"
+        )
+    print(f"in-process read + resolve (warm): {warm * 1000:.1f} ms")
+    verdict = "met" if result["goal_met"] else "NOT met"
+    print(f"goal <= {GOAL_SECONDS} s per resolve (cached bytecode): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
