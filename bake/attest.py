@@ -111,13 +111,9 @@ def generate_keypair(passphrase: bytes | None) -> tuple[bytes, bytes]:
         )
     key = Ed25519PrivateKey.generate()
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -171,9 +167,7 @@ def _write_atomic(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
             path.hardlink_to(tmp)
         _fsync_dir(folder)
     except FileExistsError as e:
-        raise BakeError(
-            f"refusing to overwrite {path}", hint="pass --force to replace the key pair"
-        ) from e
+        raise BakeError(f"refusing to overwrite {path}", hint="pass --force to replace the key pair") from e
     except OSError as e:
         raise BakeError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
@@ -276,9 +270,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
 
 
-def sign_envelope(
-    payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE
-) -> dict[str, object]:
+def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE) -> dict[str, object]:
     """Sign *payload* and wrap it in a DSSE envelope (a JSON-ready dict)."""
     sig = key.sign(pae(payload_type, payload))
     return {
@@ -400,9 +392,7 @@ def open_statement(
     if not isinstance(stmt, dict):
         raise TrustError("signed payload is not a JSON object")
     if stmt.get("_type") != STATEMENT_V1:
-        raise TrustError(
-            f"signed payload is not an in-toto Statement v1 (_type {stmt.get('_type')!r})"
-        )
+        raise TrustError(f"signed payload is not an in-toto Statement v1 (_type {stmt.get('_type')!r})")
     subjects = stmt.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise TrustError("statement has no subject")

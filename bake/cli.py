@@ -32,9 +32,7 @@ _STATE: dict[str, bool] = {"debug": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print a JSON document (for CI) instead of text.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document (for CI) instead of text.")]
 TargetOpt = Annotated[
     list[str] | None,
     typer.Option("--target", "-t", help="Target(s): docker, qemu, amazon-ebs, googlecompute."),
@@ -48,9 +46,7 @@ ExtraOpt = Annotated[
 ]
 PackerVersionOpt = Annotated[
     str | None,
-    typer.Option(
-        "--packer-version", help="Render for this Packer version instead of detecting it."
-    ),
+    typer.Option("--packer-version", help="Render for this Packer version instead of detecting it."),
 ]
 
 
@@ -131,9 +127,7 @@ def validate(
         print_json({"ok": True, "recipes": results})
     else:
         for r in results:
-            line(
-                f"ok  {r['recipe']}  {r['name']} {r['version']}  targets: {', '.join(r['targets'])}"
-            )
+            line(f"ok  {r['recipe']}  {r['name']} {r['version']}  targets: {', '.join(r['targets'])}")
 
 
 @app.command()
@@ -226,9 +220,7 @@ def schema(as_json: JsonOpt = False) -> None:
 def init(
     name: Annotated[str, typer.Argument(help="Recipe name (lowercase).")],
     directory: Annotated[Path, typer.Option("--dir", help="Where to write NAME.yaml.")] = Path(),
-    extends: Annotated[
-        str | None, typer.Option(help="Parent recipe (default: a Debian base).")
-    ] = None,
+    extends: Annotated[str | None, typer.Option(help="Parent recipe (default: a Debian base).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scaffold a recipe that validates."""
@@ -246,3 +238,129 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # pragma: no cover - interactive
         sys.exit(130)
+
+
+def _runtime() -> tuple[Path, Any]:
+    from bake.project import find_root, load_settings, state_dir
+
+    root = find_root()
+    settings = load_settings(root)
+    return state_dir(root, settings), settings
+
+
+@app.command()
+@handled
+def build(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target to bake.")] = "docker",
+    var_file: VarFileOpt = None,
+    extra_var: ExtraOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Bake even if a good bake of this key exists.")
+    ] = False,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip verification (never publishable).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Packer's output.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bake an image: plan, render, packer build, verify in a fresh instance, record."""
+    import os
+
+    from bake import docker, process
+    from bake.build import BuildContext, BuildOptions, bake
+    from bake.output import is_ci
+    from bake.plan import plan_recipe
+    from bake.progress import make_reporter
+    from bake.recipe.load import parse_extra_vars
+
+    state, _settings = _runtime()
+    (p,) = plan_recipe(
+        recipe,
+        _packer_info(None),
+        targets=[target],
+        var_files=var_file or [],
+        extra_vars=parse_extra_vars(extra_var or []),
+        search_path=_search_path(),
+    )
+    reporter = make_reporter(verbose=verbose, plain=as_json or is_ci())
+    try:
+        with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
+            ctx = BuildContext(
+                runner=process.run, engine=eng, state=state, reporter=reporter, environ=os.environ
+            )
+            outcome = bake(ctx, p, BuildOptions(force=force, verify=not no_verify))
+    finally:
+        reporter.close()
+    rec = outcome.record
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "cached": outcome.cached,
+                "record_path": str(outcome.record_path),
+                **rec.to_json(),
+            }
+        )
+        return
+    v = rec.verify
+    line(
+        f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {rec.artifact.get('image_id')}"
+    )
+    line(f"  tags      {rec.artifact.get('repository')}:{rec.version}")
+    if v.get("skipped"):
+        line("  verify    skipped (--no-verify)")
+    else:
+        line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
+    line(f"  record    {outcome.record_path}")
+
+
+@app.command()
+@handled
+def verify(
+    recipe: Annotated[Path, typer.Argument(help="Recipe whose verify: checks to run.")],
+    image: Annotated[str, typer.Option("--image", help="Image to check (ID, REF or REF@sha256:…).")],
+    var_file: VarFileOpt = None,
+    extra_var: ExtraOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a recipe's verify checks against a fresh container of an image."""
+    from bake import docker, process
+    from bake.recipe.load import parse_extra_vars, resolve
+    from bake.verify import verify_container_image
+
+    state, _settings = _runtime()
+    r = resolve(
+        recipe,
+        "docker",
+        var_files=var_file or [],
+        extra_vars=parse_extra_vars(extra_var or []),
+        search_path=_search_path(),
+    )
+    conf = r.recipe.targets.docker
+    with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
+        report = verify_container_image(
+            process.run,
+            eng,
+            image,
+            r.name,
+            r.verify,
+            state / "verify" / r.name,
+            own_entrypoint=bool(conf and conf.entrypoint),
+        )
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for res in report.results:
+            mark = "ok  " if res.outcome == "passed" else "FAIL"
+            line(
+                f"{mark} {res.title}"
+                + (
+                    ""
+                    if res.outcome == "passed"
+                    else f"\n     {res.message.splitlines()[0] if res.message else ''}"
+                )
+            )
+        line(f"{sum(x.outcome == 'passed' for x in report.results)} passed, {len(report.failed)} failed")
+    if not report.ok:
+        raise typer.Exit(1)

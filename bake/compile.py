@@ -90,11 +90,12 @@ def env_string(pair: tuple[str, str]) -> str:
 def docker_changes(plan: Plan) -> list[str]:
     conf = plan.resolved.recipe.targets.docker
     changes: list[str] = []
+    # Always set both: the build container ran /bin/sh, which `docker commit` would keep.
+    # The resolved config already carries what a parent recipe declared.
     entry = list(conf.entrypoint) if conf and conf.entrypoint is not None else []
-    # an imported or Packer-committed image carries ENTRYPOINT ["/bin/sh"]: always set it
+    cmd = list(conf.cmd) if conf and conf.cmd is not None else []
     changes.append("ENTRYPOINT " + json.dumps(entry))
-    if conf and conf.cmd is not None:
-        changes.append("CMD " + json.dumps(list(conf.cmd)))
+    changes.append("CMD " + json.dumps(cmd))
     if conf:
         changes += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(conf.env.items())]
         changes += [f"EXPOSE {p}/tcp" for p in conf.expose]
@@ -141,9 +142,7 @@ def base_reference(plan: Plan) -> str:
 def compile_plan(plan: Plan, folder: Path = TEMPLATE_DIR) -> Rendered:
     resolved = plan.resolved
     files_by_step = {f.step: f.content for f in resolved.files}
-    steps: list[CompiledStep] = [
-        compile_step(i, step, files_by_step.get(i)) for i, step in resolved.steps
-    ]
+    steps: list[CompiledStep] = [compile_step(i, step, files_by_step.get(i)) for i, step in resolved.steps]
     secrets = tuple(s.name for s in resolved.recipe.secrets)
     out: dict[str, bytes] = {}
     for s in steps:

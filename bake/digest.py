@@ -89,9 +89,7 @@ def canonical_json(obj: object) -> bytes:
     which JSON cannot represent and other parsers reject.
     """
     try:
-        text = json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise BakeError(
             f"cannot encode as canonical JSON: {e}",

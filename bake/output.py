@@ -27,9 +27,7 @@ def console(stderr: bool = False) -> Any:
 
 def error(exc: BakeError, as_json: bool) -> None:
     if as_json:
-        print_json(
-            {"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
-        )
+        print_json({"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
         return
     sys.stderr.write(f"error: {exc.message}\n")
     if exc.hint:

@@ -161,7 +161,5 @@ def artifacts(events: Iterable[Event]) -> list[Artifact]:
 
 def errors(events: Iterable[Event]) -> list[str]:
     return [
-        ev.message
-        for ev in events
-        if ev.type == "error" or (ev.type == "ui" and ev.data[:1] == ("error",))
+        ev.message for ev in events if ev.type == "error" or (ev.type == "ui" and ev.data[:1] == ("error",))
     ]

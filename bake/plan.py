@@ -62,9 +62,7 @@ def _sha(data: bytes) -> str:
 
 
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode()
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def recipe_document(resolved: Resolved) -> dict[str, Any]:
@@ -105,9 +103,7 @@ def make_plan(resolved: Resolved, packer: PackerInfo, templates: Mapping[str, st
     if parent is not None:
         inputs[f"parent:{parent.name}"] = parent.key
     key = _sha(_canonical(inputs))
-    return Plan(
-        resolved=resolved, packer=packer, templates=templates, parent=parent, inputs=inputs, key=key
-    )
+    return Plan(resolved=resolved, packer=packer, templates=templates, parent=parent, inputs=inputs, key=key)
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

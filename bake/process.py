@@ -129,7 +129,7 @@ def describe(call: Call) -> str:
     return redact(shlex.join(call.argv), call.sensitive)
 
 
-def run(call: Call, on_line: LineSink | None = None) -> Result:
+def run(call: Call, on_line: LineSink | None = None) -> Result:  # noqa: PLR0915 - one linear protocol
     """The real runner."""
     start = time.monotonic()
     tool = Path(call.argv[0]).name
@@ -174,9 +174,13 @@ def run(call: Call, on_line: LineSink | None = None) -> Result:
         t.start()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        # The whole process group: Packer and the `docker exec`/ssh it runs a step in, so
+        # a long step ends now and Packer goes on to its cleanup (removing the container).
+        # A second signal escalates to SIGTERM.
         interrupted.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(call.interrupt)
+        sig = call.interrupt if len(interrupted) == 1 else signal.SIGTERM
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
 
     timer = threading.Timer(call.timeout, forward, (signal.SIGALRM, None)) if call.timeout else None
     if timer:
@@ -222,9 +226,7 @@ def run(call: Call, on_line: LineSink | None = None) -> Result:
 
 def failure(call: Call, result: Result) -> ToolError:
     tool = Path(call.argv[0]).name
-    tail = (
-        result.stderr.strip() or "\n".join(result.stdout.strip().splitlines()[-TAIL_LINES:])
-    ).strip()
+    tail = (result.stderr.strip() or "\n".join(result.stdout.strip().splitlines()[-TAIL_LINES:])).strip()
     if result.returncode < 0:
         status = f"was killed by {signal.Signals(-result.returncode).name}"
     else:
@@ -242,7 +244,8 @@ def _wait(proc: subprocess.Popen[bytes], interrupted: list[int], grace: float = 
             return proc.wait(timeout=0.2 if not interrupted else grace)
         except subprocess.TimeoutExpired:
             if interrupted:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 return proc.wait()
 
 
@@ -262,3 +265,67 @@ def _forwarding(handler: Callable[[int, FrameType | None], None]) -> Iterator[No
 def output(runner: Runner, *argv: str, env: Mapping[str, str] | None = None) -> str:
     """Run and return stdout (stripped); raise on failure."""
     return runner(Call(argv=tuple(argv), env=dict(env or {}))).stdout.strip()
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A long-running child (a private dockerd, a registry, a VM) we must stop by PID."""
+
+    pid: int
+    argv: tuple[str, ...]
+    log: Path
+    _proc: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.terminate()
+            try:
+                return self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        return self._proc.wait()
+
+
+def spawn(call: Call, log: Path) -> Spawned:
+    """Start a background process with output to `log`; the caller stops it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tool = Path(call.argv[0]).name
+    with log.open("ab") as sink:
+        try:
+            proc = subprocess.Popen(
+                list(call.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=child_env(call.env),
+                cwd=os.fspath(call.cwd) if call.cwd else None,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ToolError(
+                f"{tool} not found",
+                INSTALL_HINTS.get(tool, f"install {tool}"),
+                exit_code=127,
+            ) from None
+    return Spawned(pid=proc.pid, argv=call.argv, log=log, _proc=proc)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into an exception while a bake runs, so cleanup code gets to run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted ({signal.Signals(signum).name})")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

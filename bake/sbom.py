@@ -64,8 +64,7 @@ def parse_dpkg_status(text: str, *, origin: str = "dpkg status") -> list[Package
         missing = [f for f in ("version", "architecture") if not fields.get(f)]
         if missing:
             raise BakeError(
-                f"{origin}:{lineno}: package {name!r} has no "
-                f"{' or '.join(f.title() for f in missing)} field"
+                f"{origin}:{lineno}: package {name!r} has no {' or '.join(f.title() for f in missing)} field"
             )
         # "Source: name (version)" when the source version differs; absent when the
         # source package is named like the binary one.
@@ -125,9 +124,7 @@ def cyclonedx(
         "version": 1,
         "metadata": {
             "timestamp": timestamp,
-            "tools": {
-                "components": [{"type": "application", "name": "bake", "version": __version__}]
-            },
+            "tools": {"components": [{"type": "application", "name": "bake", "version": __version__}]},
             "component": {
                 "type": "operating-system",
                 "bom-ref": image_digest,

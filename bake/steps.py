@@ -146,12 +146,13 @@ def user(
     if groups:
         opts += ["--groups", ",".join(groups)]
     mod = shlex.join([*opts, name])
-    add = shlex.join(
-        [*(["--system"] if system else []), *opts, *(["--create-home"] if home else []), name]
-    )
+    add = shlex.join([*(["--system"] if system else []), *opts, *(["--create-home"] if home else []), name])
+    q = shlex.quote(name)
     return (
-        f"if id -u {shlex.quote(name)} >/dev/null 2>&1; then\n"
+        f"if id -u {q} >/dev/null 2>&1; then\n"
         f"  usermod {mod}\n"
+        f"elif getent group {q} >/dev/null; then\n"
+        f"  useradd --gid {q} {add}\n"
         "else\n"
         f"  useradd {add}\n"
         "fi\n"
@@ -179,18 +180,26 @@ def group(name: str, gid: int | None, system: bool) -> str:
 
 
 def service(name: str, enabled: bool) -> str:
-    unit = name if "." in name else f"{name}.service"
+    unit = shlex.quote(name if "." in name else f"{name}.service")
     verb = "enable" if enabled else "disable"
-    # Inside a container build systemd is not running; deb-systemd-helper records the
-    # enablement as the same symlinks `systemctl enable` would make.
+    # `systemctl enable` works offline (no running systemd needed). Images without systemd
+    # (containers) get the same [Install] symlinks made by hand, so that the enablement is
+    # recorded in the image and checkable.
+    manual_enable = (
+        "  file=''\n"
+        "  for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do\n"
+        f'    if [ -f "$d/"{unit} ]; then file="$d/"{unit}; break; fi\n'
+        "  done\n"
+        f'  [ -n "$file" ] || {{ echo "unit "{unit}" not found" >&2; exit 1; }}\n'
+        "  wanted=$(sed -n 's/^WantedBy=//p' \"$file\")\n"
+        "  for t in ${wanted:-multi-user.target}; do\n"
+        '    mkdir -p "/etc/systemd/system/$t.wants"\n'
+        f'    ln -sfn "$file" "/etc/systemd/system/$t.wants/"{unit}\n'
+        "  done\n"
+    )
+    manual_disable = f"  rm -f /etc/systemd/system/*.wants/{unit}\n"
     return (
-        "if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then\n"
-        f"  systemctl {verb} {shlex.quote(unit)}\n"
-        "elif command -v deb-systemd-helper >/dev/null 2>&1; then\n"
-        f"  deb-systemd-helper {verb} {shlex.quote(unit)}\n"
-        "elif command -v systemctl >/dev/null 2>&1; then\n"
-        f"  systemctl {verb} {shlex.quote(unit)}\n"
-        "else\n"
-        f"  echo 'no init system tools to {verb} {unit}' >&2; exit 1\n"
-        "fi\n"
+        "if command -v systemctl >/dev/null 2>&1; then\n"
+        f"  systemctl {verb} {unit}\n"
+        "else\n" + (manual_enable if enabled else manual_disable) + "fi\n"
     )

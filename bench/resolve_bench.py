@@ -104,9 +104,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, done.stdout
 
 
-def measure(
-    runs: int, env: dict[str, str], resolve_argv: list[str], expected: str
-) -> dict[str, float]:
+def measure(runs: int, env: dict[str, str], resolve_argv: list[str], expected: str) -> dict[str, float]:
     baseline_argv = [sys.executable, "-c", "pass"]
     for _ in range(2):  # warm-up: page cache, bytecode cache
         timed(baseline_argv, env)

@@ -80,9 +80,7 @@ def load_doc(path: Path) -> _Doc:
     name = data.get("name")
     extends = data.get("extends")
     if not isinstance(name, str):
-        raise source.error(
-            ("name",), "required string field is missing or not a string", "add `name: NAME`"
-        )
+        raise source.error(("name",), "required string field is missing or not a string", "add `name: NAME`")
     if extends is not None and not isinstance(extends, str):
         raise source.error(("extends",), "expected the name of a parent recipe")
     for key in ("vars",):
@@ -168,9 +166,7 @@ def resolve_targets(
     """The recipe resolved for each target it declares (or inherits)."""
     chain = load_chain(path, search_path)
     targets = declared_targets(chain)
-    return {
-        t: _resolve_chain(chain, t, var_files, dict(extra_vars or {}), search_path) for t in targets
-    }
+    return {t: _resolve_chain(chain, t, var_files, dict(extra_vars or {}), search_path) for t in targets}
 
 
 def declared_targets(chain: Sequence[_Doc]) -> tuple[str, ...]:
@@ -222,9 +218,7 @@ def _resolve_chain(
             )
 
     secrets = data.get("secrets") or []
-    secret_names = [
-        s["name"] for s in secrets if isinstance(s, dict) and isinstance(s.get("name"), str)
-    ]
+    secret_names = [s["name"] for s in secrets if isinstance(s, dict) and isinstance(s.get("name"), str)]
     builtins: dict[str, Any] = {
         "target": target,
         "recipe": {"name": doc.name, "version": str(data.get("version", ""))},
@@ -245,9 +239,7 @@ def _resolve_chain(
 
     steps: list[tuple[int, Step]] = []
     for i, step in enumerate(recipe.steps):
-        if step.when is None or evaluate_when(
-            step.when, context, Where(doc.source, ("steps", i, "when"))
-        ):
+        if step.when is None or evaluate_when(step.when, context, Where(doc.source, ("steps", i, "when"))):
             steps.append((i, step))
     files = tuple(_file_inputs(doc, steps, context))
     verify = (*(parent.verify if parent else ()), *recipe.verify)
@@ -278,9 +270,7 @@ def _merged_targets(chain: Sequence[_Doc]) -> dict[str, Any]:
     return merged or {"docker": {}}
 
 
-def _file_inputs(
-    doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[str, Any]
-) -> list[FileInput]:
+def _file_inputs(doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[str, Any]) -> list[FileInput]:
     out: list[FileInput] = []
     folder = doc.path.parent
     for i, step in steps:

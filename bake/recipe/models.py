@@ -195,9 +195,7 @@ class Step(Model):
     """One module call. Exactly one module key; ``name``, ``when`` and ``env`` are optional."""
 
     name: str | None = None
-    when: str | None = Field(
-        default=None, description="Jinja2 expression, e.g. \"{{ target == 'qemu' }}\""
-    )
+    when: str | None = Field(default=None, description="Jinja2 expression, e.g. \"{{ target == 'qemu' }}\"")
     env: dict[VarName, str] = Field(default_factory=dict)
     packages: tuple[NonEmpty, ...] | None = None
     file: FileModule | None = None
@@ -335,9 +333,7 @@ class Recipe(Model):
     @model_validator(mode="after")
     def _base_or_extends(self) -> Recipe:
         if (self.base is None) == (self.extends is None):
-            raise ValueError(
-                "give exactly one of `base` (a base image) or `extends` (a parent recipe)"
-            )
+            raise ValueError("give exactly one of `base` (a base image) or `extends` (a parent recipe)")
         return self
 
     @field_validator("secrets")

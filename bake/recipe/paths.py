@@ -15,9 +15,7 @@ from bake.recipe.source import MAX_BYTES
 def inside(folder: Path, src: str, where: Where) -> Path:
     rel = PurePosixPath(src)
     if rel.is_absolute():
-        raise where.error(
-            f"absolute path {src!r} refused", "give a path relative to the recipe's folder"
-        )
+        raise where.error(f"absolute path {src!r} refused", "give a path relative to the recipe's folder")
     if ".." in rel.parts:
         raise where.error(
             f"path {src!r} leaves the recipe's folder", "keep referenced files beside the recipe"

@@ -76,9 +76,7 @@ class Where:
         return self.source.error(self.loc, message, hint, at_key=self.at_key)
 
 
-def render_string(
-    text: str, context: Mapping[str, Any], where: Where, env: jinja2.Environment = _ENV
-) -> str:
+def render_string(text: str, context: Mapping[str, Any], where: Where, env: jinja2.Environment = _ENV) -> str:
     if "{" not in text:
         return text  # fast path: no Jinja syntax at all
     try:
@@ -93,9 +91,7 @@ def render_string(
     except jinja2.UndefinedError as exc:
         raise _undefined(exc, context, where) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise where.error(
-            f"Jinja2 syntax error: {exc.message}", "check the {{ }} and {% %} pairs"
-        ) from None
+        raise where.error(f"Jinja2 syntax error: {exc.message}", "check the {{ }} and {% %} pairs") from None
     except jinja2.TemplateError as exc:
         raise where.error(f"Jinja2 error: {exc}") from None
 
@@ -104,11 +100,7 @@ def _undefined(exc: jinja2.UndefinedError, context: Mapping[str, Any], where: Wh
     message = str(exc.message or exc)
     name = message.split("'")[1] if message.count("'") >= 2 else ""
     near = difflib.get_close_matches(name, [str(k) for k in context], n=1, cutoff=0.6)
-    hint = (
-        f"did you mean `{near[0]}`?"
-        if near
-        else "define it under `vars:`, in a -f file, or with -e"
-    )
+    hint = f"did you mean `{near[0]}`?" if near else "define it under `vars:`, in a -f file, or with -e"
     return where.error(f"undefined variable `{name}`" if name else message, hint)
 
 
@@ -191,15 +183,9 @@ def render_tree(
         in_env = len(loc) == 4 and loc[0] == "steps" and loc[2] == "env"
         return render_string(value, env_context if in_env else context, Where(source, loc))
     if isinstance(value, list):
-        return [
-            render_tree(v, (*loc, i), source, context, env_context, skip)
-            for i, v in enumerate(value)
-        ]
+        return [render_tree(v, (*loc, i), source, context, env_context, skip) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {
-            k: render_tree(v, (*loc, k), source, context, env_context, skip)
-            for k, v in value.items()
-        }
+        return {k: render_tree(v, (*loc, k), source, context, env_context, skip) for k, v in value.items()}
     return value
 
 

@@ -47,9 +47,7 @@ class Source:
                 return pos
         return Position(1, 1)
 
-    def error(
-        self, loc: Loc, message: str, hint: str | None = None, *, at_key: bool = False
-    ) -> RecipeError:
+    def error(self, loc: Loc, message: str, hint: str | None = None, *, at_key: bool = False) -> RecipeError:
         pos = self.where(loc, at_key)
         return RecipeError(f"{self.path}:{pos.line}:{pos.col}: {format_loc(loc)}: {message}", hint)
 
@@ -146,8 +144,7 @@ def _build(
             if not isinstance(key_node, yaml.ScalarNode):
                 p = _pos(key_node)
                 raise RecipeError(
-                    f"{path}:{p.line}:{p.col}: {format_loc(loc)}: "
-                    "mapping keys must be plain strings"
+                    f"{path}:{p.line}:{p.col}: {format_loc(loc)}: mapping keys must be plain strings"
                 )
             key = str(key_node.value)
             if key in out:

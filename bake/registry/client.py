@@ -222,9 +222,7 @@ def _read(
         raise TrustError(f"no trusted key to verify {registry.url} with", TRUST_HINT)
     envelope = registry.read_index_envelope()
     if envelope is None:
-        raise RegistryError(
-            f"{registry.url} has no index", "check the URL, or initialize the registry first"
-        )
+        raise RegistryError(f"{registry.url} has no index", "check the URL, or initialize the registry first")
     try:
         payload = verify_envelope(envelope, trusted, INDEX_PAYLOAD_TYPE)
     except TrustError as e:
@@ -232,8 +230,7 @@ def _read(
     index = decode_index(payload)
     if not allow_expired and parse_time(index.expires) <= now:
         raise TrustError(
-            f"frozen index: the index of {registry.url} expired at {index.expires} "
-            f"(serial {index.serial})",
+            f"frozen index: the index of {registry.url} expired at {index.expires} (serial {index.serial})",
             "the publisher must refresh it (re-sign with a new expiry); until then newer "
             "revocations could be hidden from you",
         )
@@ -355,9 +352,7 @@ def _commit(
     if state is not None:
         state.record(registry.url, index.serial, at=now)
     kept = {
-        name: doc
-        for name, doc in current.cache.items()
-        if images.get(name) == current.index.images.get(name)
+        name: doc for name, doc in current.cache.items() if images.get(name) == current.index.images.get(name)
     }
     return Snapshot(registry.url, index, registry.read_blob, {**kept, **written})
 

@@ -84,9 +84,7 @@ class DirRegistry:
 
     def blob_path(self, digest: str) -> Path:
         if not is_digest(digest):
-            raise RegistryError(
-                f"{digest!r} is not a blob digest", "expected sha256: and 64 lowercase hex"
-            )
+            raise RegistryError(f"{digest!r} is not a blob digest", "expected sha256: and 64 lowercase hex")
         return self.root.joinpath(*BLOB_DIR, digest.removeprefix("sha256:"))
 
     def read_index_envelope(self) -> dict[str, Any] | None:
@@ -100,9 +98,7 @@ class DirRegistry:
         try:
             envelope = json.loads(data)
         except ValueError:
-            raise TrustError(
-                f"{path} is not valid JSON", "the index was damaged or tampered with"
-            ) from None
+            raise TrustError(f"{path} is not valid JSON", "the index was damaged or tampered with") from None
         if not isinstance(envelope, dict):
             raise TrustError(f"{path} is not a DSSE envelope (a JSON object)")
         return envelope

@@ -342,8 +342,7 @@ def select(doc: ImageDoc, selector: str) -> Selection:
     if channel is None:
         if not _CHANNEL.fullmatch(selector):
             raise BakeError(
-                f"{image_ref(doc.name, selector)}: {selector!r} is neither a version "
-                "nor a channel name",
+                f"{image_ref(doc.name, selector)}: {selector!r} is neither a version nor a channel name",
                 "write NAME@VERSION (1.4.0 or 1.4.0+2), NAME@CHANNEL or NAME@latest",
                 _USAGE,
             )
@@ -458,9 +457,7 @@ def rollback(doc: ImageDoc, channel: str, *, at: datetime) -> ImageDoc:
     current one (``doc.channels[channel].current`` afterwards says which)."""
     found = doc.channels.get(channel)
     if found is None:
-        raise RegistryError(
-            f"{doc.name} has no channel {channel!r}", did_you_mean(channel, doc.channels)
-        )
+        raise RegistryError(f"{doc.name} has no channel {channel!r}", did_you_mean(channel, doc.channels))
     stack = _stack(found)
     while stack and (stack[-1] == found.current or is_revoked(doc, stack[-1])):
         stack.pop()
@@ -555,9 +552,7 @@ def image_doc_to_json(doc: ImageDoc) -> dict[str, Any]:
         "channels": {
             name: {
                 "current": ch.current,
-                "history": [
-                    {"version": e.version, "at": e.at, "action": e.action} for e in ch.history
-                ],
+                "history": [{"version": e.version, "at": e.at, "action": e.action} for e in ch.history],
             }
             for name, ch in doc.channels.items()
         },

@@ -52,14 +52,10 @@ for i in range(int(count)):
 """
 
 
-def spawn(
-    registry: DirRegistry, key: Path, name: str, worker: int, count: int
-) -> subprocess.Popen[str]:
+def spawn(registry: DirRegistry, key: Path, name: str, worker: int, count: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-c", WORKER, registry.url, str(key), name, str(worker), str(count)]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture
@@ -92,9 +88,7 @@ def test_concurrent_publishers(setup: tuple[DirRegistry, Path, PublicKey], layou
 
     snapshot = verified(registry, public)
     assert snapshot.index.serial == 1 + WORKERS * PER_WORKER  # init + one per publish
-    published = {
-        f"{name}@{version}" for name, doc in snapshot.images().items() for version in doc.versions
-    }
+    published = {f"{name}@{version}" for name, doc in snapshot.images().items() for version in doc.versions}
     expected = {f"{names[w]}@{w}.{i}.0+1" for w in range(WORKERS) for i in range(PER_WORKER)}
     assert published == expected
 

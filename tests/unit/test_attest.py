@@ -58,9 +58,7 @@ def _b64(data: bytes) -> str:
 
 
 def test_keyid_is_sha256_of_raw_public_key(key: SigningKey) -> None:
-    raw = key.key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    raw = key.key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert len(raw) == 32
     assert key.keyid == hashlib.sha256(raw).hexdigest() == keyid_of(key.key.public_key())
     assert key.public.keyid == key.keyid
@@ -241,9 +239,7 @@ def test_envelope_round_trip(key: SigningKey) -> None:
     sigs = env["signatures"]
     assert isinstance(sigs, list)
     assert sigs[0]["keyid"] == key.keyid
-    assert key.public.verify(
-        base64.b64decode(sigs[0]["sig"]), pae(PAYLOAD_TYPE, b'{"hello":"world"}')
-    )
+    assert key.public.verify(base64.b64decode(sigs[0]["sig"]), pae(PAYLOAD_TYPE, b'{"hello":"world"}'))
     assert verify_envelope(json.loads(json.dumps(env)), [key.public]) == b'{"hello":"world"}'
 
 

@@ -41,7 +41,8 @@ def test_validate_bad_json_error() -> None:
 
 def test_plan_json() -> None:
     result = runner.invoke(
-        app, ["plan", str(RECIPES / "web.yaml"), "-t", "docker", "--packer-version", "1.6.6", "--json"]
+        app,
+        ["plan", str(RECIPES / "web.yaml"), "-t", "docker", "--packer-version", "1.6.6", "--json"],
     )
     assert result.exit_code == 0, result.output
     (p,) = json.loads(result.output)["plans"]
@@ -52,7 +53,16 @@ def test_render_writes_template(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
         app,
-        ["render", str(RECIPES / "web.yaml"), "-t", "qemu", "-o", str(out), "--packer-version", "1.6.6"],
+        [
+            "render",
+            str(RECIPES / "web.yaml"),
+            "-t",
+            "qemu",
+            "-o",
+            str(out),
+            "--packer-version",
+            "1.6.6",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "web.pkr.hcl").is_file() and (out / "scripts" / "01-packages.sh").is_file()

@@ -21,9 +21,7 @@ GOLDEN = FIXTURES / "golden"
 OLD = PackerInfo((1, 6, 6))
 NEW = PackerInfo((1, 9, 4))
 CASES = [
-    (name, target)
-    for name in ("debian-base", "web", "app")
-    for target in ("docker", "qemu", "amazon-ebs")
+    (name, target) for name in ("debian-base", "web", "app") for target in ("docker", "qemu", "amazon-ebs")
 ]
 
 
@@ -38,9 +36,7 @@ def test_golden(name: str, target: str) -> None:
     folder = GOLDEN / f"{name}-{target}"
     if os.environ.get("UPDATE_GOLDEN"):
         write_tree(rendered, folder)
-    expected = {
-        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-    }
+    expected = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     assert dict(rendered.files) == expected
 
 

@@ -99,9 +99,7 @@ def test_resolve_versions(web: ImageDoc, spec: str, version: str) -> None:
 
 def test_resolve_latest_refuses_a_tag_only_ref(web: ImageDoc) -> None:
     # latest is 1.5.0, whose docker ref names a tag: a tag can move, so it is refused...
-    with pytest.raises(
-        TrustError, match=r"'r\.example/web:1\.5\.0', which is not pinned by digest"
-    ):
+    with pytest.raises(TrustError, match=r"'r\.example/web:1\.5\.0', which is not pinned by digest"):
         deploy.resolve(snap(web), "web@latest", "docker")
     # ... while its qemu output has no ref and resolves.
     assert deploy.resolve(snap(web), "web@latest", "qemu").version == "1.5.0+1"
@@ -206,9 +204,7 @@ def test_plan_revoke_cascades_and_warns_about_channels(web: ImageDoc) -> None:
         "revoked web@2.0.0+1 (built from a revoked image)",
         "warning: web@edge now points to revoked 2.0.0+1; roll it back: bake rollback web edge",
     )
-    alone = deploy.plan_revoke(
-        snap(base, web), "base@1.0.0+1", "CVE", at=at(3), cascade_children=False
-    )
+    alone = deploy.plan_revoke(snap(base, web), "base@1.0.0+1", "CVE", at=at(3), cascade_children=False)
     assert set(alone.docs) == {"base"}
     with pytest.raises(BakeError, match="revoke needs a version"):
         deploy.plan_revoke(snap(web), "web@stable", "x", at=at(3))
@@ -247,9 +243,7 @@ def test_check_lock_revoked_pin(web: ImageDoc) -> None:
     later = model.revoke(web, "1.4.0+1", "CVE-9", at=at(9))
     findings = deploy.check_lock(lock, snap(later))
     assert kinds(findings) == [("revoked", "error"), ("unresolvable", "warning")]
-    assert findings[0].message == (
-        "web@1.4.0+1 (docker) was revoked at 2024-05-01T12:09:00Z: CVE-9"
-    )
+    assert findings[0].message == ("web@1.4.0+1 (docker) was revoked at 2024-05-01T12:09:00Z: CVE-9")
 
 
 def test_check_lock_outdated_channel_and_build(web: ImageDoc) -> None:
@@ -269,9 +263,7 @@ def test_check_lock_outdated_channel_and_build(web: ImageDoc) -> None:
 
 def test_check_lock_missing_and_other_registries(web: ImageDoc) -> None:
     lock = _pinned(web, "web@stable")
-    assert kinds(deploy.check_lock(lock, snap(model.new_image_doc("api")))) == [
-        ("missing", "error")
-    ]
+    assert kinds(deploy.check_lock(lock, snap(model.new_image_doc("api")))) == [("missing", "error")]
     other = deploy.pin(LockFile(), deploy.resolve(snap(web), "web@stable", "docker"), "dir:/x", T0)
     assert deploy.check_lock(other, snap(model.new_image_doc("api"))) == []
 

@@ -53,9 +53,7 @@ def test_sha256_file_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     path.touch()
     assert sha256_file(path) == sha256_bytes(b"")
-    assert sha256_file(path) == (
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    )
+    assert sha256_file(path) == ("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
 def test_sha256_file_memory_stays_flat(tmp_path: Path) -> None:
@@ -83,9 +81,7 @@ def test_sha256_file_rejects_bad_chunk_size(tmp_path: Path) -> None:
 
 
 def test_sha256_bytes() -> None:
-    assert sha256_bytes(b"abc") == (
-        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    )
+    assert sha256_bytes(b"abc") == ("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
 
 
 def test_canonical_json_is_sorted_compact_utf8() -> None:

@@ -38,9 +38,7 @@ def test_parse_events_and_artifacts() -> None:
     ("text", "version", "plugins"),
     [("Packer v1.6.6\n", (1, 6, 6), False), ("Packer v1.9.4\n\nYour version...", (1, 9, 4), True)],
 )
-def test_detect_version_with_injected_runner(
-    text: str, version: tuple[int, int, int], plugins: bool
-) -> None:
+def test_detect_version_with_injected_runner(text: str, version: tuple[int, int, int], plugins: bool) -> None:
     calls: list[Call] = []
 
     def runner(call: Call, on_line: object = None) -> Result:

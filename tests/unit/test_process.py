@@ -34,9 +34,7 @@ def test_missing_binary_is_exit_127_with_install_hint() -> None:
 
 
 def test_known_tool_hint() -> None:
-    err = process.failure(
-        Call(argv=("packer", "build")), process.Result(("packer",), 127, "", "", 0.0)
-    )
+    err = process.failure(Call(argv=("packer", "build")), process.Result(("packer",), 127, "", "", 0.0))
     assert err.hint is not None and "apt-get install packer" in err.hint
 
 

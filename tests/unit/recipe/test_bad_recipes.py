@@ -42,9 +42,7 @@ def test_bad_recipe_is_refused_with_its_message(path: Path) -> None:
 def test_oversize_recipe_is_refused_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_text("name: big\n# " + "x" * (1 << 20) + "\n")
-    with pytest.raises(
-        RecipeError, match=r"big.yaml:1:1: recipe is \d+ bytes, over the 1 MiB limit"
-    ):
+    with pytest.raises(RecipeError, match=r"big.yaml:1:1: recipe is \d+ bytes, over the 1 MiB limit"):
         resolve_targets(path)
 
 
@@ -55,7 +53,5 @@ def test_oversize_referenced_file_is_refused(tmp_path: Path) -> None:
     path.write_text(
         "name: r\nversion: 1.0.0\nextends: base\nsteps:\n  - copy: {src: blob.bin, dest: /blob}\n"
     )
-    with pytest.raises(
-        RecipeError, match=r"r.yaml:5:17: steps\[0\].copy.src: .* over the 1 MiB limit"
-    ):
+    with pytest.raises(RecipeError, match=r"r.yaml:5:17: steps\[0\].copy.src: .* over the 1 MiB limit"):
         resolve_targets(path)

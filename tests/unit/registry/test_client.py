@@ -146,9 +146,7 @@ def test_snapshot_loads_image_documents_lazily(reg: DirRegistry, keys: Keys) -> 
 def test_a_mutation_that_changes_nothing_writes_nothing(reg: DirRegistry, keys: Keys) -> None:
     pub(reg, keys, rel())
     before = (reg.root / "index.json").read_bytes()
-    snapshot = client.transact(
-        reg, keys.signer, [keys.public], lambda s: {"web": s.image("web")}, now=T0
-    )
+    snapshot = client.transact(reg, keys.signer, [keys.public], lambda s: {"web": s.image("web")}, now=T0)
     assert snapshot.index.serial == 2
     assert (reg.root / "index.json").read_bytes() == before
 
@@ -218,9 +216,7 @@ def test_a_tampered_image_document_is_refused(reg: DirRegistry, keys: Keys) -> N
         snapshot.image("web")
 
 
-def test_a_snapshot_checks_digests_even_if_the_backend_does_not(
-    reg: DirRegistry, keys: Keys
-) -> None:
+def test_a_snapshot_checks_digests_even_if_the_backend_does_not(reg: DirRegistry, keys: Keys) -> None:
     pub(reg, keys, rel())
     good = read(reg, keys)
     lying = Snapshot(good.url, good.index, lambda digest: b"{}")

@@ -1,0 +1,292 @@
+"""One bake, end to end: parent → base → render → packer build → verify → record.
+
+A derived recipe's parent is baked first when no good record of its bake key (with its
+image still present) exists. The version tag (`bake/NAME:VERSION`) is applied only after
+verification passes, so it never points at an unverified image; Packer's own tag is the
+bake key (`bake/NAME:key-…`), which is removed again when verification fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bake import bootstrap, docker, packer
+from bake.compile import compile_plan, image_repository, write_tree
+from bake.docker import Engine
+from bake.errors import BakeError, ToolError, VerifyError
+from bake.plan import Plan
+from bake.process import Call, Interrupted, Runner
+from bake.progress import PlainReporter
+from bake.record import BuildRecord, find_good, save
+from bake.verify import VerifyReport, verify_container_image
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    runner: Runner
+    engine: Engine
+    state: Path
+    reporter: PlainReporter
+    environ: Mapping[str, str]
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    force: bool = False  # rebuild even when a good record of the same key exists
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: BuildRecord
+    record_path: Path
+    cached: bool
+    parents: tuple[BuildRecord, ...] = ()
+
+
+def _now(ctx: BuildContext) -> str:
+    return ctx.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reusable(ctx: BuildContext, plan: Plan) -> BuildRecord | None:
+    """A good record of this exact bake key whose image is still in the engine."""
+    rec = find_good(ctx.state, plan.name, plan.target, plan.key)
+    if rec is None:
+        return None
+    image = str(rec.artifact.get("image_id", ""))
+    if not image or docker.image_id(ctx.runner, ctx.engine, image) is None:
+        return None
+    return rec
+
+
+def secret_env(plan: Plan, environ: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    env: dict[str, str] = {}
+    values: list[str] = []
+    for s in plan.resolved.recipe.secrets:
+        value = environ.get(s.env)
+        if not value:
+            raise BakeError(
+                f"{plan.name}: secret `{s.name}` needs the environment variable {s.env}",
+                f"export {s.env}=… before the bake (it is passed to Packer as a sensitive "
+                "variable and never written anywhere)",
+            )
+        env[f"PKR_VAR_secret_{s.name}"] = value
+        values.append(value)
+    return env, tuple(values)
+
+
+def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> Outcome:
+    if plan.target != "docker":
+        raise BakeError(
+            f"`bake build` bakes the docker target here; {plan.target} renders with `bake render`",
+            "use --target docker",
+        )
+    if not opts.force:
+        cached = reusable(ctx, plan)
+        if cached is not None:
+            ctx.reporter.note(f"{plan.name} {plan.version}: cached (bake key {plan.short_key})")
+            return Outcome(cached, _path(ctx, cached), cached=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    base_image, parent_doc, parents = _base(ctx, plan, opts, timings)
+    work = ctx.state / "work" / f"{plan.name}-{plan.target}-{plan.short_key}"
+    image_id = _packer_build(ctx, plan, base_image, work, timings)
+    key_tag = f"{image_repository(plan.name)}:key-{plan.short_key}"
+
+    def failed(report: VerifyReport, error: str) -> Path:
+        _fail(ctx, plan, key_tag)
+        rec = _record(ctx, plan, "failed", image_id, parent_doc, timings, started, report, error)
+        return save(ctx.state, rec)
+
+    report: VerifyReport | None = None
+    if opts.verify:
+        ctx.reporter.phase("verify", f"{len(plan.resolved.verify)} checks in a fresh container")
+        conf = plan.resolved.recipe.targets.docker
+        try:
+            report = verify_container_image(
+                ctx.runner,
+                ctx.engine,
+                image_id,
+                plan.name,
+                plan.resolved.verify,
+                work / "verify",
+                own_entrypoint=bool(conf and conf.entrypoint),
+            )
+        except VerifyError as exc:
+            failed(VerifyReport(False, (), "", "", "fresh-container", 0.0), exc.message)
+            raise
+        timings["verify"] = report.seconds
+        if not report.ok:
+            path = failed(report, "verify failed")
+            lines = [f"  ✗ {r.title}: {_first_line(r.message)}" for r in report.failed]
+            raise VerifyError(
+                f"{plan.name} {plan.version}: {len(report.failed)} of {len(report.results)} "
+                "verify checks failed:\n" + "\n".join(lines),
+                f"the image was not recorded as good; JUnit report: {report.junit}; record: {path}",
+            )
+    version_tag = f"{image_repository(plan.name)}:{plan.version}"
+    docker.tag(ctx.runner, ctx.engine, image_id, version_tag)
+    rec = _record(ctx, plan, "good", image_id, parent_doc, timings, started, report, None)
+    path = save(ctx.state, rec)
+    ctx.reporter.note(f"{plan.name} {plan.version}: good ({image_id[:19]}, {version_tag})")
+    return Outcome(rec, path, cached=False, parents=tuple(parents))
+
+
+def _base(
+    ctx: BuildContext, plan: Plan, opts: BuildOptions, timings: dict[str, float]
+) -> tuple[str, dict[str, str], list[BuildRecord]]:
+    """The image to build on: a parent bake, a bootstrapped rootfs, or a pinned image."""
+    if plan.parent is not None:
+        parent_out = bake(ctx, plan.parent, BuildOptions(verify=opts.verify))
+        base_image = str(parent_out.record.artifact["image_id"])
+        doc = {
+            "name": plan.parent.name,
+            "version": plan.parent.version,
+            "bake_key": plan.parent.key,
+            "image_id": base_image,
+        }
+        return base_image, doc, [*parent_out.parents, parent_out.record]
+    base = plan.resolved.recipe.base
+    assert base is not None
+    if base.bootstrap is None:
+        assert base.image is not None
+        return base.image, {"name": base.image, "image_id": base.image}, []
+    ctx.reporter.phase(f"{plan.name}: bootstrap", f"debian {base.bootstrap.suite} with mmdebstrap")
+    t0 = time.monotonic()
+    base_image, ref, built = bootstrap.ensure_docker_rootfs(
+        ctx.runner, ctx.engine, plan.name, base.bootstrap, ctx.state / "bootstrap"
+    )
+    timings["bootstrap"] = time.monotonic() - t0
+    ctx.reporter.note(f"base {ref} {'built' if built else 'reused'} ({base_image[:19]})")
+    return base_image, {"name": ref, "image_id": base_image}, []
+
+
+def _packer_build(
+    ctx: BuildContext, plan: Plan, base_image: str, work: Path, timings: dict[str, float]
+) -> str:
+    """Render the template into `work` and run `packer build`; return the image ID."""
+    template = write_tree(compile_plan(plan), work / "template")
+    env, sensitive = secret_env(plan, ctx.environ)
+    tmp = Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    env.update(ctx.engine.env)
+    env["PACKER_TMP_DIR"] = str(tmp)
+    n_steps = len(plan.resolved.steps)
+    if hasattr(ctx.reporter, "set_label"):
+        ctx.reporter.set_label(f"{plan.name}:", n_steps)
+    ctx.reporter.phase("packer build", f"{n_steps} steps")
+    events: list[packer.Event] = []
+
+    def on_line(line: str) -> None:
+        ev = packer.parse_line(line)
+        if ev is not None:
+            events.append(ev)
+            ctx.reporter.packer_event(ev)
+
+    if plan.packer.has_plugins:
+        ctx.runner(Call(argv=packer.init_argv(plan.packer, template), env=env, cwd=work))
+    t0 = time.monotonic()
+    argv = packer.build_argv(plan.packer, template, {"base_image": base_image})
+    try:
+        ctx.runner(Call(argv=argv, env=env, cwd=work, sensitive=sensitive, timeout=6 * 3600), on_line)
+    except Interrupted:
+        ctx.reporter.note("interrupted: Packer removed its build container; nothing recorded")
+        raise
+    except ToolError as exc:
+        raise _packer_failure(plan, events, exc) from None
+    timings["packer"] = time.monotonic() - t0
+    image_id = next((a.id for a in packer.artifacts(events) if a.builder_id.endswith("docker-import")), "")
+    if not image_id.startswith("sha256:"):
+        raise ToolError(f"packer finished but reported no image for {plan.name}")
+    return image_id
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return "failed"
+
+
+def _fail(ctx: BuildContext, plan: Plan, key_tag: str) -> None:
+    # the key tag must not make a later bake of the same key look reusable
+    ctx.runner(ctx.engine.call("rmi", "--no-prune", key_tag, check=False))
+
+
+def _path(ctx: BuildContext, rec: BuildRecord) -> Path:
+    from bake.record import record_path
+
+    return record_path(ctx.state, rec.name, rec.target, rec.bake_key)
+
+
+def _packer_failure(plan: Plan, events: list[packer.Event], exc: ToolError) -> ToolError:
+    from bake.progress import step_of
+
+    step = None
+    output: list[str] = []  # what the failing step printed (Packer relays stdout and stderr)
+    for ev in events:
+        if ev.type != "ui":
+            continue
+        k = step_of(ev.message)
+        if k is not None and k != step:
+            step, output = k, []
+            continue
+        if ev.data[:1] in (("message",), ("error",)):
+            for raw in ev.message.splitlines():
+                text = raw.strip()
+                prefix = f"{plan.name}.docker.{plan.name}:"
+                text = text.split(prefix, 1)[-1].strip() if prefix in text else text
+                if text and not text.startswith(("==>", "-->", "Build ", "Some builds")):
+                    output.append(text)
+    where = ""
+    if step is not None:
+        titles = {i + 1: (s.name or s.module) for i, s in plan.resolved.steps}
+        where = f" at step {step} of {len(plan.resolved.steps)} ({titles.get(step, '?')})"
+    errors = [e for e in packer.errors(events) if e.strip()]
+    lines = output[-15:] + [e.strip().splitlines()[-1] for e in errors[-1:]]
+    tail = "\n".join("  | " + x for x in lines) or exc.message
+    return ToolError(
+        f"packer build of {plan.name} {plan.version} failed{where}:\n{tail}",
+        "nothing was recorded; fix the step and bake again (`bake render` shows the script)",
+    )
+
+
+def _record(
+    ctx: BuildContext,
+    plan: Plan,
+    status: str,
+    image_id: str,
+    parent: Mapping[str, str] | None,
+    timings: Mapping[str, float],
+    started: float,
+    report: VerifyReport | None,
+    error: str | None,
+) -> BuildRecord:
+    total = dict(timings)
+    total["total"] = time.monotonic() - started
+    return BuildRecord(
+        status=status,
+        name=plan.name,
+        version=plan.version,
+        target=plan.target,
+        bake_key=plan.key,
+        recipe_path=str(plan.resolved.path),
+        packer_version=plan.packer.text,
+        created=_now(ctx),
+        inputs=dict(plan.inputs),
+        artifact={
+            "type": "docker-image",
+            "image_id": image_id,
+            "repository": image_repository(plan.name),
+            "tags": [plan.version, f"key-{plan.short_key}"] if status == "good" else [],
+        },
+        parent=dict(parent) if parent else None,
+        timings=total,
+        verify=report.to_json() if report else {"ok": None, "skipped": True},
+        error=error,
+    )

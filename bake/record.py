@@ -1,0 +1,129 @@
+"""Build records: what one bake produced, written atomically as JSON.
+
+A record is `good` only when Packer succeeded AND every verify check passed; a failed bake
+writes a `failed` record (useful for CI reports) that nothing will ever publish. Records
+live in the state folder by recipe, target and bake key, which is also how a later bake
+finds a good parent without rebuilding it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bake.errors import BakeError
+
+SCHEMA = "bake.record/v1"
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    status: str  # good | failed
+    name: str
+    version: str
+    target: str
+    bake_key: str
+    recipe_path: str
+    packer_version: str
+    created: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    artifact: Mapping[str, Any] = field(default_factory=dict)
+    parent: Mapping[str, Any] | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+    verify: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def good(self) -> bool:
+        return self.status == "good"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "status": self.status,
+            "name": self.name,
+            "version": self.version,
+            "target": self.target,
+            "bake_key": self.bake_key,
+            "recipe_path": self.recipe_path,
+            "packer_version": self.packer_version,
+            "created": self.created,
+            "inputs": dict(self.inputs),
+            "artifact": dict(self.artifact),
+            "parent": dict(self.parent) if self.parent else None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "verify": dict(self.verify),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], origin: str = "record") -> BuildRecord:
+        if doc.get("schema") != SCHEMA:
+            raise BakeError(f"{origin}: not a bake build record (schema {doc.get('schema')!r})")
+        try:
+            return cls(
+                status=str(doc["status"]),
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                target=str(doc["target"]),
+                bake_key=str(doc["bake_key"]),
+                recipe_path=str(doc["recipe_path"]),
+                packer_version=str(doc["packer_version"]),
+                created=str(doc["created"]),
+                inputs=dict(doc.get("inputs") or {}),
+                artifact=dict(doc.get("artifact") or {}),
+                parent=doc.get("parent"),
+                timings=dict(doc.get("timings") or {}),
+                verify=dict(doc.get("verify") or {}),
+                error=doc.get("error"),
+            )
+        except KeyError as exc:
+            raise BakeError(f"{origin}: build record lacks field {exc}") from None
+
+
+def record_path(state: Path, name: str, target: str, key: str) -> Path:
+    return state / "records" / name / target / f"{key.removeprefix('sha256:')}.json"
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(state: Path, record: BuildRecord) -> Path:
+    path = record_path(state, record.name, record.target, record.bake_key)
+    write_json_atomic(path, record.to_json())
+    return path
+
+
+def load(path: Path) -> BuildRecord:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BakeError(f"{path}: no such build record", "bake build writes one; see its output") from None
+    except json.JSONDecodeError as exc:
+        raise BakeError(f"{path}: not JSON ({exc})") from None
+    return BuildRecord.from_json(doc, str(path))
+
+
+def find_good(state: Path, name: str, target: str, key: str) -> BuildRecord | None:
+    path = record_path(state, name, target, key)
+    if not path.is_file():
+        return None
+    rec = load(path)
+    return rec if rec.good else None
