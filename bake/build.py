@@ -284,6 +284,7 @@ def _record(
             "image_id": image_id,
             "repository": image_repository(plan.name),
             "tags": [plan.version, f"key-{plan.short_key}"] if status == "good" else [],
+            "volatile": list(plan.resolved.recipe.volatile),
         },
         parent=dict(parent) if parent else None,
         timings=total,

@@ -87,7 +87,10 @@ def _packer_info(override: str | None) -> Any:
 
     if override:
         return packer.PackerInfo(packer.parse_version(f"Packer v{override}"))
-    return packer.detect(process.run)
+    from bake.project import find_root, load_settings, state_dir
+
+    root = find_root()
+    return packer.detect_cached(process.run, state_dir(root, load_settings(root)) / "packer-version.json")
 
 
 def _search_path() -> list[Path]:
@@ -233,6 +236,11 @@ def init(
         line(f"wrote {path}; next: bake validate {path}")
 
 
+from bake import cli_registry  # noqa: E402 - registers the registry commands on `app`
+
+__all__ = ["app", "cli_registry", "main"]
+
+
 def main() -> None:
     try:
         app()
@@ -255,6 +263,12 @@ def build(
     target: Annotated[str, typer.Option("--target", "-t", help="Target to bake.")] = "docker",
     var_file: VarFileOpt = None,
     extra_var: ExtraOpt = None,
+    registry: Annotated[
+        str | None,
+        typer.Option("--registry", "-r", help="Publish the verified bake here (dir:… or oci://…)."),
+    ] = None,
+    trust: Annotated[list[str] | None, typer.Option("--trust", help="Trusted public key(s).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Signing key for publishing.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Bake even if a good bake of this key exists.")
     ] = False,
@@ -264,7 +278,8 @@ def build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Packer's output.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bake an image: plan, render, packer build, verify in a fresh instance, record."""
+    """Bake an image: plan, render, packer build, verify in a fresh instance, record;
+    with --registry, publish it (or skip everything when the registry has this bake key)."""
     import os
 
     from bake import docker, process
@@ -274,7 +289,8 @@ def build(
     from bake.progress import make_reporter
     from bake.recipe.load import parse_extra_vars
 
-    state, _settings = _runtime()
+    state, settings = _runtime()
+    registry = registry or settings.registry
     (p,) = plan_recipe(
         recipe,
         _packer_info(None),
@@ -283,6 +299,15 @@ def build(
         extra_vars=parse_extra_vars(extra_var or []),
         search_path=_search_path(),
     )
+    if registry and not force:
+        hit = _published(p, registry, trust, key)
+        if hit is not None:
+            doc = {"ok": True, "cached": "registry", "name": p.name, "version": hit, "bake_key": p.key}
+            if as_json:
+                print_json(doc)
+            else:
+                line(f"cached  {p.name}@{hit} is in {registry} with bake key {p.short_key}: nothing to bake")
+            return
     reporter = make_reporter(verbose=verbose, plain=as_json or is_ci())
     try:
         with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
@@ -293,15 +318,16 @@ def build(
     finally:
         reporter.close()
     rec = outcome.record
+    published = None
+    if registry:
+        from bake.cli_registry import publish_records
+
+        (published,) = publish_records([rec], registry, trust, key)
     if as_json:
-        print_json(
-            {
-                "ok": True,
-                "cached": outcome.cached,
-                "record_path": str(outcome.record_path),
-                **rec.to_json(),
-            }
-        )
+        doc = {"ok": True, "cached": outcome.cached, "record_path": str(outcome.record_path), **rec.to_json()}
+        if published is not None:
+            doc["published"] = published.to_json()
+        print_json(doc)
         return
     v = rec.verify
     line(
@@ -313,6 +339,24 @@ def build(
     else:
         line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
     line(f"  record    {outcome.record_path}")
+    if published is not None:
+        line(f"  published {published.name}@{published.version}  {published.ref}")
+
+
+def _published(p: Any, registry: str, trust: list[str] | None, key: str | None) -> str | None:
+    """The registry's version with this plan's bake key, if any (skips the whole bake)."""
+    from bake.cli_registry import writer
+    from bake.publish import find_by_key
+    from bake.registry import client
+
+    reg, _signer, trusted = writer(registry, trust, key)
+    if reg.read_index_envelope() is None:
+        return None
+    from datetime import UTC, datetime
+
+    snap = client.read(reg, trusted, state=client.FreshnessState.default(), now=datetime.now(UTC))
+    hit = find_by_key(snap.get(p.name), p.key)
+    return hit[0] if hit else None
 
 
 @app.command()

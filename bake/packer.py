@@ -163,3 +163,31 @@ def errors(events: Iterable[Event]) -> list[str]:
     return [
         ev.message for ev in events if ev.type == "error" or (ev.type == "ui" and ev.data[:1] == ("error",))
     ]
+
+
+def detect_cached(runner: Runner, cache: Path, binary: str = "packer") -> PackerInfo:
+    """`detect`, remembered per binary (path, size, mtime): saves a process per command."""
+    import json
+    import shutil
+
+    path = shutil.which(binary)
+    if path is None:
+        return detect(runner, binary)  # raises the gateway's "packer not found" error
+    st = Path(path).stat()
+    stamp = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        doc = json.loads(cache.read_text())
+        if doc.get("stamp") == stamp:
+            major, minor, patch = (int(x) for x in doc["version"])
+            return PackerInfo((major, minor, patch), binary)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    info = detect(runner, binary)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stamp": stamp, "version": list(info.version)}))
+        tmp.replace(cache)
+    except OSError:
+        pass  # a cache we cannot write is only slower
+    return info

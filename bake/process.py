@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import IO, Protocol
 
 from bake.errors import BakeError, ToolError
 
@@ -329,3 +329,101 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+STREAM_CHUNK = 1 << 20
+_EXIT_GRACE = 0.5
+
+
+@contextlib.contextmanager
+def stream(call: Call) -> Iterator[IO[bytes]]:  # noqa: PLR0915 - one linear protocol, like run()
+    """Run *call* and yield its stdout as a binary stream, for output too big to keep.
+
+    The last lines of stderr are kept for the error message. When the block ends normally
+    the rest of stdout is drained and the exit status checked (a ToolError as from `run`).
+    When the block raises, the child gets a moment to exit by itself (a failed tool closes
+    its stdout and exits: its own error is the one worth showing, raised from the reader's)
+    and is then killed with its process group, so a reader that gives up never leaves it
+    blocked on a full pipe. ``call.timeout`` kills it too.
+    """
+    start = time.monotonic()
+    tool = Path(call.argv[0]).name
+    try:
+        proc = subprocess.Popen(
+            list(call.argv),
+            stdin=subprocess.PIPE if call.input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=child_env(call.env),
+            cwd=os.fspath(call.cwd) if call.cwd else None,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise ToolError(
+            f"{tool} not found (command: {describe(call)})",
+            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
+            exit_code=127,
+        ) from None
+    err_tail: deque[str] = deque(maxlen=TAIL_LINES)
+    killed: list[str] = []
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            err_tail.append(redact(raw.decode("utf-8", "replace").rstrip("\n"), call.sensitive))
+
+    def pump_in() -> None:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(call.input or b"")
+        proc.stdin.close()
+
+    def kill(why: str) -> None:
+        killed.append(why)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    threads = [threading.Thread(target=pump_err, daemon=True)]
+    if call.input is not None:
+        threads.append(threading.Thread(target=pump_in, daemon=True))
+    for t in threads:
+        t.start()
+    timer = threading.Timer(call.timeout, kill, ("timeout",)) if call.timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    assert proc.stdout is not None
+    reader_error: BaseException | None = None
+    try:
+        yield proc.stdout
+        while proc.stdout.read(STREAM_CHUNK):
+            pass
+    except Exception as e:
+        reader_error = e
+        try:
+            proc.wait(timeout=_EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            kill("reader")
+    except BaseException:
+        kill("reader")
+        raise
+    finally:
+        rc = proc.wait()
+        if timer:
+            timer.cancel()
+        for t in threads:
+            t.join(timeout=5)
+        for s in (proc.stdout, proc.stderr, proc.stdin):
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
+    result = Result(call.argv, rc, "", "\n".join(err_tail), time.monotonic() - start)
+    if "timeout" in killed:
+        raise ToolError(
+            f"{tool} timed out after {call.timeout:.0f}s: {describe(call)}",
+            "raise the timeout or look at the last output above",
+        ) from reader_error
+    if rc != 0 and not killed and (call.check or reader_error is not None):
+        raise failure(call, result) from reader_error
+    if reader_error is not None:
+        raise reader_error

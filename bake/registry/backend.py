@@ -6,7 +6,7 @@ returns is untrusted until :mod:`bake.registry.client` has checked it, but a bac
 must at least refuse a blob whose bytes do not match its digest (TrustError).
 
 Backends form a plugin family (a Protocol + a dict): add one by adding an entry to
-``BACKENDS``. ``dir:PATH`` is built in; ``oci://`` is reserved for an OCI registry backend.
+``BACKENDS``. ``dir:PATH`` is a folder; ``oci://HOST[:PORT]/PREFIX`` an OCI Distribution registry.
 """
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ def _open_dir(url: str, rest: str) -> Registry:
 
 
 def _open_oci(url: str, rest: str) -> Registry:
-    raise RegistryError(
-        f"registry URL {url!r}: the oci:// backend is not yet supported",
-        "use a dir:PATH registry for now",
-    )
+    from bake.registry.ocistore import OciRegistry  # load only the backend in use
+
+    return OciRegistry.open(rest, url=url)
 
 
 # scheme -> (separator after the scheme, factory)

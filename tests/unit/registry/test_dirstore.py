@@ -123,9 +123,10 @@ def test_open_registry_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert open_registry(registry.url).url == registry.url
 
 
-def test_open_registry_oci_is_reserved() -> None:
-    with pytest.raises(RegistryError, match="oci:// backend is not yet supported"):
-        open_registry("oci://localhost:5000/bake")
+def test_open_registry_chooses_the_oci_backend() -> None:
+    from bake.registry.ocistore import OciRegistry
+
+    assert isinstance(open_registry("oci://localhost:5000/bake"), OciRegistry)
 
 
 @pytest.mark.parametrize("url", ["./reg", "http://example/reg", "dir:", "oci:/x", ""])

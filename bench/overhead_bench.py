@@ -1,0 +1,99 @@
+"""bake's overhead over Packer: `bake build` wall time ÷ `packer build` of the same template.
+
+Both run in this process's run, alternately, N times each; the best of each counts. The
+parent (debian-base) is baked first and cached, so both sides build the same child on the
+same base image. bake's time excludes verification, which is reported apart (Packer alone
+does not verify). Goal: ratio ≤ 1.10.
+
+    DOCKER_HOST=unix:///… python bench/overhead_bench.py [--runs 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "bench" / "recipes" / "bench-app.yaml"
+
+
+def bake_build(state: Path, env: dict[str, str]) -> dict[str, object]:
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "bake", "build", str(RECIPE), "--force", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    wall = time.monotonic() - t0
+    doc = json.loads(out)
+    return {"wall": wall, "verify": float(doc["timings"].get("verify", 0.0)), "doc": doc}
+
+
+def packer_build(work: Path, base_image: str, env: dict[str, str]) -> float:
+    template = next((work / "template").glob("*.pkr.hcl"))
+    t0 = time.monotonic()
+    subprocess.run(
+        ["packer", "build", "-force", "-var", f"base_image={base_image}", str(template)],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        check=True,
+    )
+    return time.monotonic() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    state = Path(os.environ.get("BAKE_STATE_DIR", ROOT / ".bake" / "bench-state"))
+    env = dict(os.environ, BAKE_STATE_DIR=str(state), CI="true", CHECKPOINT_DISABLE="1")
+    env.setdefault("PACKER_TMP_DIR", str(state / "packer-tmp"))
+    Path(env["PACKER_TMP_DIR"]).mkdir(parents=True, exist_ok=True)
+    # warm-up: bakes (or reuses) the parent and the child once
+    first = bake_build(state, env)
+    doc = first["doc"]
+    assert isinstance(doc, dict)
+    work = state / "work" / f"bench-app-docker-{doc['bake_key'].removeprefix('sha256:')[:12]}"
+    base_image = str(doc["parent"]["image_id"])
+    bakes, packers, verifies = [], [], []
+    for _ in range(args.runs):
+        b = bake_build(state, env)
+        bakes.append(float(b["wall"]) - float(b["verify"]))  # type: ignore[arg-type]
+        verifies.append(float(b["verify"]))  # type: ignore[arg-type]
+        packers.append(packer_build(work, base_image, env))
+    best_bake, best_packer = min(bakes), min(packers)
+    ratio = best_bake / best_packer
+    result = {
+        "bake_build_s": round(best_bake, 3),
+        "packer_build_s": round(best_packer, 3),
+        "ratio": round(ratio, 3),
+        "goal": 1.10,
+        "met": ratio <= 1.10,
+        "verify_s": round(min(verifies), 3),
+        "runs": args.runs,
+        "all_bake_s": [round(x, 3) for x in bakes],
+        "all_packer_s": [round(x, 3) for x in packers],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"bake build (without verify) {best_bake:.2f}s  packer build {best_packer:.2f}s  "
+            f"ratio {ratio:.3f} (goal <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})  "
+            f"verify {min(verifies):.2f}s reported apart  (best of {args.runs})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

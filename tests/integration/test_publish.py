@@ -1,0 +1,199 @@
+"""Bake → publish → resolve → pull → run, on the embedded `dir:` registry, for real.
+
+Also: promote / rollback / revoke change what resolve returns; tampering with any
+published byte (artifact, attestation, index) is caught by resolve; a replayed older
+index is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from bake import docker
+from bake.build import BuildContext, BuildOptions, Outcome, bake
+from bake.cli import app
+from bake.packer import PackerInfo
+from bake.registry import images
+from tests.conftest import RECIPES
+from tests.integration.conftest import plan_of
+
+pytestmark = pytest.mark.integration
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("keys")
+    result = cli.invoke(app, ["keygen", "--out", str(folder / "ci")])
+    assert result.exit_code == 0, result.output
+    assert (folder / "ci.key").stat().st_mode & 0o777 == 0o600
+    return folder
+
+
+def _env(context: BuildContext, keys: Path, registry: Path) -> dict[str, str]:
+    return {
+        "BAKE_STATE_DIR": str(context.state),
+        "DOCKER_HOST": context.engine.host,
+        "BAKE_SIGNING_KEY": str(keys / "ci.key"),
+        "BAKE_TRUST": str(keys / "ci.pub"),
+        "BAKE_REGISTRY": f"dir:{registry}",
+        "BAKE_KEY_PASSPHRASE": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def published(
+    context: BuildContext, keys: Path, baked_web: Outcome, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, object]]:
+    """A registry holding debian-base and web (promoted to stable), published once."""
+    registry = tmp_path_factory.mktemp("published") / "registry"
+    env = _env(context, keys, registry)
+    out = json.loads(run(env, "publish", str(baked_web.record_path), "--json").output)
+    run(env, "promote", "web@latest", "stable")
+    return registry, out
+
+
+@pytest.fixture
+def env(
+    context: BuildContext, keys: Path, tmp_path: Path, published: tuple[Path, object]
+) -> Iterator[dict[str, str]]:
+    """A private copy of the published registry for each test (a fresh URL, so fresh
+    replay state)."""
+    registry = tmp_path / "registry"
+    shutil.copytree(published[0], registry)
+    yield _env(context, keys, registry)
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> Result:
+    result = cli.invoke(app, list(args), env=env)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def resolve(env: dict[str, str], spec: str, ok: bool = True) -> Result:
+    return run(env, "resolve", spec, "--format", "json", ok=ok)
+
+
+@pytest.fixture(scope="module")
+def second_web(context: BuildContext, packer_info: PackerInfo, baked_web: Outcome) -> Outcome:
+    """web 1.4.0 again with another var: a different bake key, so a new build (1.4.0+2)."""
+    p = plan_of(RECIPES / "web.yaml", packer_info, extra_vars={"server_name": "second.internal"})
+    return bake(context, p, BuildOptions())
+
+
+def test_publish_resolve_pull_run(
+    env: dict[str, str], baked_web: Outcome, context: BuildContext, published: tuple[Path, dict[str, Any]]
+) -> None:
+    out = published[1]
+    assert out["version"] == "1.4.0+1" and str(out["ref"]).startswith("oci-layout:oci/web@")
+    again = json.loads(run(env, "publish", str(baked_web.record_path), "--json").output)
+    assert again["version"] == "1.4.0+1" and again["created"] is False  # idempotent
+    assert set(out["attestations"]) == {"provenance", "test-result", "sbom", "files"}
+    ls = json.loads(run(env, "ls", "--json").output)
+    assert {i["name"] for i in ls["images"]} == {"debian-base", "web"}  # the parent came first
+    res = json.loads(resolve(env, "web@stable").output)
+    assert res["version"] == "1.4.0+1" and res["ref"].endswith(res["digest"])
+    # a deployer loads the image by digest into an engine and runs it
+    image = images.pull_to_docker(context.runner, context.engine.host, res["ref"], name="deploy/web:pinned")
+    conf = context.runner(
+        context.engine.call("run", "--rm", "--entrypoint", "cat", image, "/etc/nginx/conf.d/site.conf")
+    ).stdout
+    assert "listen 8080;" in conf
+
+
+def test_promote_rollback_revoke(
+    env: dict[str, str], baked_web: Outcome, second_web: Outcome, tmp_path: Path
+) -> None:
+    out = json.loads(run(env, "publish", str(second_web.record_path), "--json").output)
+    assert out["version"] == "1.4.0+2"
+    assert json.loads(resolve(env, "web@1.4.0").output)["version"] == "1.4.0+2"
+    run(env, "promote", "web@1.4.0+2", "stable")
+    assert json.loads(resolve(env, "web@stable").output)["version"] == "1.4.0+2"
+    run(env, "rollback", "web", "stable")
+    assert json.loads(resolve(env, "web@stable").output)["version"] == "1.4.0+1"
+    run(env, "revoke", "web@1.4.0+1", "--reason", "CVE-2026-0001 in the site config")
+    refused = resolve(env, "web@stable", ok=False)
+    assert refused.exit_code == 1 and "revoked" in refused.output and "CVE-2026-0001" in refused.output
+    assert json.loads(resolve(env, "web@1.4.0").output)["version"] == "1.4.0+2"
+    # pin and lock check: a pin to a revoked build is reported
+    lock = tmp_path / "bake.lock"
+    run(env, "pin", "web@1.4.0", "--lock", str(lock))
+    assert json.loads(lock.read_text())["pins"][0]["version"] == "1.4.0+2"
+    assert run(env, "lock", "check", str(lock)).exit_code == 0
+    run(env, "revoke", "web@1.4.0+2", "--reason", "bad")
+    check = run(env, "lock", "check", str(lock), "--json", ok=False)
+    assert check.exit_code == 1 and "revoked" in check.output
+
+
+def test_revoke_cascade(env: dict[str, str], baked_web: Outcome) -> None:
+    run(env, "revoke", "debian-base@1.0.0", "--reason", "base compromised", "--cascade")
+    refused = resolve(env, "web@1.4.0", ok=False)
+    assert refused.exit_code == 1 and "revoked" in refused.output
+
+
+def _registry_path(env: dict[str, str]) -> Path:
+    return Path(env["BAKE_REGISTRY"].removeprefix("dir:"))
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("what", ["layer", "manifest", "attestation", "image-doc", "index"])
+def test_tampering_is_caught(env: dict[str, str], published: tuple[Path, dict[str, Any]], what: str) -> None:
+    out = published[1]
+    resolve(env, "web@stable")  # fine before
+    reg = _registry_path(env)
+    if what in ("layer", "manifest"):
+        layout = reg / "oci" / "web"
+        manifest_path = layout / "blobs" / "sha256" / out["digest"].removeprefix("sha256:")
+        if what == "manifest":
+            _flip(manifest_path)
+        else:
+            layer = json.loads(manifest_path.read_bytes())["layers"][-1]["digest"]
+            _flip(layout / "blobs" / "sha256" / layer.removeprefix("sha256:"))
+    elif what == "attestation":
+        _flip(reg / "blobs" / "sha256" / out["attestations"]["provenance"].removeprefix("sha256:"))
+    elif what == "image-doc":
+        index = json.loads((reg / "index.json").read_bytes())
+        payload = json.loads(base64.b64decode(index["payload"]))
+        _flip(reg / "blobs" / "sha256" / payload["images"]["web"].removeprefix("sha256:"))
+    else:
+        index = json.loads((reg / "index.json").read_bytes())
+        payload = json.loads(base64.b64decode(index["payload"]))
+        payload["expires"] = "2099-01-01T00:00:00Z"
+        index["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+        (reg / "index.json").write_text(json.dumps(index))
+    refused = resolve(env, "web@stable", ok=False)
+    assert refused.exit_code == 1, refused.output
+
+
+def test_replayed_index_is_refused(env: dict[str, str], baked_web: Outcome) -> None:
+    reg = _registry_path(env)
+    old = (reg / "index.json").read_bytes()
+    run(env, "promote", "web@latest", "beta")
+    resolve(env, "web@beta")  # the client has now seen the newer serial
+    (reg / "index.json").write_bytes(old)
+    refused = resolve(env, "web@1.4.0", ok=False)
+    assert refused.exit_code == 1 and "replayed index" in refused.output
+
+
+def test_build_with_registry_skips_when_key_is_published(
+    env: dict[str, str], baked_web: Outcome, context: BuildContext
+) -> None:
+    out = json.loads(run(env, "build", str(RECIPES / "web.yaml"), "--json").output)
+    assert out["cached"] == "registry" and out["version"] == "1.4.0+1"
+    shutil.rmtree(_registry_path(env))
+    assert docker.containers(context.runner, context.engine, label="io.bake.verify") == []
