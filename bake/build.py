@@ -288,6 +288,11 @@ def _record(
         },
         parent=dict(parent) if parent else None,
         timings=total,
-        verify=report.to_json() if report else {"ok": None, "skipped": True},
+        verify={
+            **(report.to_json() if report else {"ok": None, "skipped": True}),
+            # the checks themselves travel with the image (test-result attestation), so
+            # `bake drift` can re-run them against a live instance
+            "checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.resolved.verify],
+        },
         error=error,
     )

@@ -236,9 +236,9 @@ def init(
         line(f"wrote {path}; next: bake validate {path}")
 
 
-from bake import cli_registry  # noqa: E402 - registers the registry commands on `app`
+from bake import cli_drift, cli_registry  # noqa: E402 - registers their commands on `app`
 
-__all__ = ["app", "cli_registry", "main"]
+__all__ = ["app", "cli_drift", "cli_registry", "main"]
 
 
 def main() -> None:

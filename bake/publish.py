@@ -8,6 +8,7 @@ a child's `parent` always names a build the registry holds.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from bake import __version__, attest, sbom
 from bake.attest import PublicKey, SigningKey
-from bake.digest import canonical_json
+from bake.digest import canonical_json, sha256_bytes
 from bake.docker import Engine
 from bake.errors import BakeError
 from bake.process import Runner
@@ -98,16 +99,48 @@ def provenance(record: BuildRecord, parent_digest: str | None) -> dict[str, obje
     )
 
 
+CHECKS_NAME = "verify-checks.json"
+
+
 def test_results(record: BuildRecord) -> dict[str, object]:
     results = record.verify.get("results") or []
     passed = [str(r["title"]) for r in results if r.get("outcome") in ("passed", "skipped")]
     failed = [str(r["title"]) for r in results if r.get("outcome") not in ("passed", "skipped")]
-    return attest.test_result(
+    checks = canonical_json(list(record.verify.get("checks") or []))
+    predicate = attest.test_result(
         result="PASSED" if not failed else "FAILED",
         passed=passed,
         failed=failed,
-        configuration=[("recipe", record.bake_key)],
+        configuration=[("recipe", record.bake_key), (CHECKS_NAME, sha256_bytes(checks))],
     )
+    # the checks themselves, inline (an in-toto ResourceDescriptor may carry `content`),
+    # so that `bake drift` can re-run exactly what verified the image
+    config = predicate["configuration"]
+    assert isinstance(config, list)
+    for item in config:
+        if isinstance(item, dict) and item.get("name") == CHECKS_NAME:
+            item["content"] = base64.b64encode(checks).decode()
+            item["mediaType"] = "application/json"
+    return predicate
+
+
+def checks_from_test_result(statement: Mapping[str, object]) -> list[dict[str, object]]:
+    """The verify checks a test-result attestation carries (empty if none)."""
+    predicate = statement.get("predicate")
+    config = predicate.get("configuration") if isinstance(predicate, dict) else None
+    for item in config if isinstance(config, list) else []:
+        if (
+            isinstance(item, dict)
+            and item.get("name") == CHECKS_NAME
+            and isinstance(item.get("content"), str)
+        ):
+            raw = base64.b64decode(item["content"])
+            digest = item.get("digest", {})
+            if isinstance(digest, dict) and sha256_bytes(raw) != f"sha256:{digest.get('sha256')}":
+                raise BakeError("the verify checks in the test-result attestation do not match their digest")
+            data = json.loads(raw)
+            return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+    return []
 
 
 def dpkg_status(runner: Runner, engine: Engine, image: str) -> str:

@@ -12,10 +12,10 @@ whose config holds only what the recipe declared, and loads that into the engine
 - times clamped to the epoch; owners numeric only (no user or group names); of the PAX
   records only xattrs are kept (tarfile adds those a long or non-ASCII name needs);
 - volatile paths dropped (DROPPED and the caller's patterns); in EMPTIED folders only
-  what is not a folder goes (nginx will not start without /var/log/nginx);
-- fixed content for a few files: logs, machine-id and the files the engine bind-mounts
-  are kept empty (packages create their logs with the owner and mode they need), and
-  shadow's last-change days are the epoch's day;
+  what is not a folder goes;
+- fixed content for a few files: logs (TRUNCATED), machine-id and the files the engine
+  bind-mounts are kept, empty; shadow's last-change days become the epoch's day; and a
+  .pyc records its source's clamped mtime (else Python finds it stale and recompiles);
 - the layer is stored uncompressed: gzip output depends on the zlib build, so the digest
   would depend on the machine; uncompressed, it depends on the files alone.
 
@@ -78,6 +78,7 @@ EMPTY_FILES: Mapping[str, int | None] = {
 }
 SHADOW_FILES = ("/etc/shadow", "/etc/shadow-")  # the last-change day: what useradd wrote
 SHADOW_LIMIT = 16 << 20  # a larger "shadow" is copied unchanged rather than read whole
+PYC_HEADER = 16  # magic, flags (0: checked by the source's mtime), mtime, size
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -149,7 +150,6 @@ def epoch_from_key(bake_key: str) -> int:
 class Rules:
     epoch: int
     dropped: re.Pattern[str]
-    emptied: tuple[str, ...] = EMPTIED
 
     @classmethod
     def of(cls, epoch: int, volatile: Iterable[str] = ()) -> Rules:
@@ -164,7 +164,16 @@ class Rules:
             if self.dropped.match(path[:i]):
                 return True
             i = path.rfind("/", 0, i)
-        return not is_dir and any(path.startswith(d + "/") for d in self.emptied)
+        return not is_dir and path.startswith(_BELOW_EMPTIED)
+
+    @staticmethod
+    def empties(path: str) -> bool:
+        """A regular file at *path* is kept with no content."""
+        return path in EMPTY_FILES or path.startswith(_BELOW_TRUNCATED)
+
+
+_BELOW_EMPTIED = tuple(d + "/" for d in EMPTIED)
+_BELOW_TRUNCATED = tuple(d + "/" for d in TRUNCATED)
 
 
 def _check_pattern(raw: str) -> str:
@@ -239,7 +248,8 @@ def rewrite_layer(
     *spill* is a seekable scratch file that holds the file contents between the two.
     """
     rules = Rules.of(epoch, volatile)
-    members, content, dropped, rewritten = _ingest(src, spill, rules)
+    got = _ingest(src, spill, rules)
+    _retime_pycs(got, spill, epoch)
     out = _Hashing(dst)
     with tarfile.open(  # type: ignore[call-overload]  # stream mode calls only out.write()
         fileobj=out,
@@ -248,25 +258,32 @@ def rewrite_layer(
         encoding="utf-8",
         errors="surrogateescape",
     ) as tar:
-        for m in _ordered(members.values(), content):
+        for m in _ordered(got.members.values(), got.content):
             if m.type == tarfile.REGTYPE:
                 spill.seek(m.offset)
                 tar.addfile(_tarinfo(m), spill)  # copies m.size bytes from there
             else:
                 tar.addfile(_tarinfo(m))
-    return Layer(f"sha256:{out.sha.hexdigest()}", out.size, tuple(sorted(dropped)), tuple(sorted(rewritten)))
+    return Layer(
+        f"sha256:{out.sha.hexdigest()}", out.size, tuple(sorted(got.dropped)), tuple(sorted(got.rewritten))
+    )
 
 
-def _ingest(
-    src: IO[bytes], spill: IO[bytes], rules: Rules
-) -> tuple[dict[str, _Member], dict[str, tuple[int, int]], list[str], list[str]]:
+@dataclass(frozen=True)
+class _Ingested:
+    members: dict[str, _Member]  # what to write, by relative path
+    content: dict[str, tuple[int, int]]  # a regular file's (offset, size) in the spill
+    sources: dict[str, int]  # a Python source's own mtime, before clamping
+    dropped: list[str]
+    rewritten: list[str]
+
+
+def _ingest(src: IO[bytes], spill: IO[bytes], rules: Rules) -> _Ingested:
     """Every kept entry by path; where each regular file's content lies in the spill
     (dropped ones too: a kept hard link may need it); what was dropped or rewritten."""
-    members: dict[str, _Member] = {}
-    content: dict[str, tuple[int, int]] = {}
+    got = _Ingested({}, {}, {}, [], [])
+    members, content, dropped, rewritten = got.members, got.content, got.dropped, got.rewritten
     roots: dict[str, str] = {}  # a hard link's path -> the regular file its group began with
-    dropped: list[str] = []
-    rewritten: list[str] = []
     try:
         with tarfile.open(
             fileobj=src, mode="r|", bufsize=TAR_BUFSIZE, encoding="utf-8", errors="surrogateescape"
@@ -286,6 +303,8 @@ def _ingest(
                     size = spill.tell() - offset
                     content[rel] = (offset, size)
                     roots.pop(rel, None)
+                    if rel.endswith(".py"):
+                        got.sources[rel] = int(info.mtime)
                     mode = EMPTY_FILES.get(path)
                     changed = changed or mode not in (None, m.mode)
                     m = replace(m, offset=offset, size=size, mode=m.mode if mode is None else mode)
@@ -302,7 +321,49 @@ def _ingest(
                 members[rel] = m
     except tarfile.TarError as e:
         raise BakeError(f"cannot read the exported filesystem as a tar: {e}") from e
-    return members, content, dropped, rewritten
+    return got
+
+
+def _retime_pycs(got: _Ingested, spill: IO[bytes], epoch: int) -> None:
+    """Keep timestamp-based .pyc files valid: Python recompiles a module whose .pyc does
+    not record its source's mtime, and clamping changed those of every older source."""
+    for m in got.members.values():
+        source = pyc_source(m.path) if m.type == tarfile.REGTYPE else None
+        for _ in range(8):  # through symlinks: python3.11/sitecustomize.py -> /etc/python3.11/…
+            link = got.members.get(source or "")
+            if source is None or link is None or link.type != tarfile.SYMTYPE:
+                break
+            source = _rel(posixpath.join(posixpath.dirname(source), link.linkname))
+        mtime = got.sources.get(source) if source else None
+        if mtime is None or mtime <= epoch or m.size < PYC_HEADER:
+            continue
+        spill.seek(m.offset)
+        header = retime_pyc(spill.read(PYC_HEADER), mtime, epoch)
+        if header is not None:
+            spill.seek(m.offset)
+            spill.write(header)
+
+
+def pyc_source(path: str) -> str | None:
+    """The source of a compiled module: ``a/__pycache__/b.cpython-311.pyc`` -> ``a/b.py``."""
+    if not path.endswith(".pyc"):
+        return None
+    folder, name = posixpath.split(path)
+    if posixpath.basename(folder) == "__pycache__":
+        return posixpath.join(posixpath.dirname(folder), name.split(".", 1)[0] + ".py")
+    return path[:-1]
+
+
+def retime_pyc(header: bytes, source_mtime: int, new_mtime: int) -> bytes | None:
+    """The 16-byte header of a timestamp-based .pyc (Python 3.7+) that recorded
+    *source_mtime*, recording *new_mtime* instead; None for any other header."""
+    if len(header) != PYC_HEADER or header[2:4] != b"\r\n" or header[4:8] != bytes(4):
+        return None
+    if not 3390 <= int.from_bytes(header[:2], "little") < 10000:  # 3.7's magic and later
+        return None
+    if int.from_bytes(header[8:12], "little") != source_mtime & 0xFFFFFFFF:
+        return None
+    return header[:8] + (new_mtime & 0xFFFFFFFF).to_bytes(4, "little") + header[12:]
 
 
 _TYPES = (
@@ -335,7 +396,7 @@ def _member(info: tarfile.TarInfo, rel: str, epoch: int) -> _Member:
 
 def _spill(tar: tarfile.TarFile, info: tarfile.TarInfo, path: str, epoch: int, spill: IO[bytes]) -> bool:
     """Append a regular file's content to the spill; True when it was given other content."""
-    if path in EMPTY_FILES or path.startswith(tuple(d + "/" for d in TRUNCATED)):
+    if Rules.empties(path):
         return info.size > 0
     f = tar.extractfile(info)
     if f is None:  # pragma: no cover - a regular file always has a (maybe empty) body
@@ -516,7 +577,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _replace_dir(new: Path, target: Path) -> Path:
-    """Put the finished folder *new* at *target*; readers see the old one or the new one."""
+    """Put the finished folder *new* at *target*: a layout appears there only complete."""
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):

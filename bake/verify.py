@@ -11,7 +11,7 @@ import secrets as pysecrets
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,51 @@ def write_module(
     return module, tests
 
 
+def run_module(
+    runner: Runner,
+    env: Mapping[str, str],
+    hosts: str,
+    module: Path,
+    tests: Sequence[checkgen.GeneratedTest],
+    extra_args: Sequence[str] = (),
+) -> list[CheckResult]:
+    """Run a written verify module against `hosts` (any testinfra backend URL)."""
+    junit = module.parent / "junit.xml"
+    junit.unlink(missing_ok=True)
+    argv = (*pytest_argv(module, hosts, junit)[:-1], *extra_args, str(module))
+    result = runner(Call(argv=argv, env=dict(env), cwd=module.parent, check=False, timeout=1800))
+    if not junit.is_file() and result.returncode != 0:
+        raise VerifyError(
+            f"pytest could not run the checks (exit {result.returncode}):\n"
+            + "\n".join("  | " + x for x in (result.stdout + result.stderr).splitlines()[-20:])
+        )
+    return parse_junit(junit, tests)
+
+
+def run_checks(
+    runner: Runner,
+    env: Mapping[str, str],
+    hosts: str,
+    recipe: str,
+    checks: Sequence[Check],
+    folder: Path,
+    extra_args: Sequence[str] = (),
+) -> VerifyReport:
+    """The checks against an instance that already runs (a live container, a VM over SSH)."""
+    start = time.monotonic()
+    module, tests = write_module(recipe, checks, folder)
+    results = run_module(runner, env, hosts, module, tests, extra_args) if checks else []
+    ok = all(r.outcome in ("passed", "skipped") for r in results)
+    return VerifyReport(
+        ok=ok,
+        results=tuple(results),
+        junit=str(module.parent / "junit.xml"),
+        instance=hosts,
+        method="live-instance",
+        seconds=time.monotonic() - start,
+    )
+
+
 def verify_container_image(
     runner: Runner,
     eng: Engine,
@@ -122,7 +167,6 @@ def verify_container_image(
     start = time.monotonic()
     module, tests = write_module(recipe, checks, folder)
     junit = folder / "junit.xml"
-    junit.unlink(missing_ok=True)
     name = f"bake-verify-{recipe}-{pysecrets.token_hex(4)}"
     cid = ""
     try:
@@ -147,21 +191,7 @@ def verify_container_image(
                 + "\n".join("  | " + line for line in (logs.stdout + logs.stderr).splitlines()[-30:]),
                 "the image's ENTRYPOINT/CMD must keep running for verification",
             )
-        result = runner(
-            Call(
-                argv=pytest_argv(module, f"docker://root@{cid}", junit),
-                env=eng.env,
-                cwd=folder,
-                check=False,
-                timeout=1800,
-            )
-        )
-        results = parse_junit(junit, tests)
-        if not junit.is_file() and result.returncode != 0:
-            raise VerifyError(
-                f"pytest could not run the checks (exit {result.returncode}):\n"
-                + "\n".join("  | " + x for x in (result.stdout + result.stderr).splitlines()[-20:])
-            )
+        results = run_module(runner, eng.env, f"docker://root@{cid}", module, tests)
     finally:
         if cid:
             docker.remove_container(runner, eng, cid)

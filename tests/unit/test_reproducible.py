@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import random
@@ -510,3 +511,56 @@ def test_diff_layers_reads_two_layouts_and_names_config_and_files(tmp_path: Path
 def test_diff_layers_says_what_is_wrong_with_a_folder_that_is_no_layout(tmp_path: Path) -> None:
     with pytest.raises(BakeError, match="not an OCI image layout"):
         rp.diff_layers(tmp_path, tmp_path)
+
+
+# --- compiled Python modules stay valid ----------------------------------------------------
+
+
+def pyc(mtime: int, size: int, flags: int = 0) -> bytes:
+    fields = (flags, mtime & 0xFFFFFFFF, size)
+    return importlib.util.MAGIC_NUMBER + b"".join(x.to_bytes(4, "little") for x in fields) + b"code"
+
+
+def test_a_pyc_records_the_clamped_mtime_of_its_source() -> None:
+    source = b"print('hi')\n"
+    data = tar_bytes(
+        member("usr/lib/python3/dist-packages/m.py", data=source, mtime=LATER),
+        member("usr/lib/python3/dist-packages/__pycache__/m.cpython-311.pyc", data=pyc(LATER, len(source))),
+        member("usr/lib/python3/dist-packages/old.py", data=source, mtime=EARLIER),
+        member(
+            "usr/lib/python3/dist-packages/__pycache__/old.cpython-311.pyc", data=pyc(EARLIER, len(source))
+        ),
+        member("srv/stale.py", data=source, mtime=LATER),
+        member("srv/stale.pyc", data=pyc(LATER - 5, len(source))),  # stale already: left so
+        member("etc/python3/sitecustomize.py", data=source, mtime=LATER),
+        member("usr/lib/python3/sitecustomize.py", tarfile.SYMTYPE, link="/etc/python3/sitecustomize.py"),
+        member("usr/lib/python3/__pycache__/sitecustomize.cpython-311.pyc", data=pyc(LATER, len(source))),
+        member("srv/hashed.py", data=source, mtime=LATER),
+        member("srv/hashed.pyc", data=pyc(LATER, len(source), flags=3)),  # checked by hash
+    )
+    out, layer = rewrite(data)
+    assert content_of(out, "usr/lib/python3/dist-packages/__pycache__/m.cpython-311.pyc") == pyc(
+        EPOCH, len(source)
+    )
+    assert content_of(out, "usr/lib/python3/dist-packages/__pycache__/old.cpython-311.pyc") == pyc(
+        EARLIER, len(source)
+    )
+    assert content_of(out, "usr/lib/python3/__pycache__/sitecustomize.cpython-311.pyc") == pyc(
+        EPOCH, len(source)
+    )
+    assert content_of(out, "srv/stale.pyc") == pyc(LATER - 5, len(source))
+    assert content_of(out, "srv/hashed.pyc") == pyc(LATER, len(source), flags=3)
+    assert layer.rewritten == ()
+
+
+@pytest.mark.parametrize(
+    ("path", "source"),
+    [
+        ("usr/lib/python3.11/json/__pycache__/decoder.cpython-311.pyc", "usr/lib/python3.11/json/decoder.py"),
+        ("srv/app/__pycache__/main.cpython-311.opt-1.pyc", "srv/app/main.py"),
+        ("srv/app/main.pyc", "srv/app/main.py"),
+        ("srv/app/main.py", None),
+    ],
+)
+def test_pyc_source(path: str, source: str | None) -> None:
+    assert rp.pyc_source(path) == source

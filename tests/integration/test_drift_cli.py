@@ -1,0 +1,67 @@
+"""`bake drift` end to end: publish web, run it, change it, and see each change named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bake import docker
+from bake.build import BuildContext, Outcome
+from bake.cli import app
+
+pytestmark = pytest.mark.integration
+
+cli = CliRunner()
+
+
+def test_drift_clean_then_each_change_named(
+    context: BuildContext, baked_web: Outcome, tmp_path: Path
+) -> None:
+    assert cli.invoke(app, ["keygen", "--out", str(tmp_path / "k")]).exit_code == 0
+    env = {
+        "BAKE_STATE_DIR": str(context.state),
+        "DOCKER_HOST": context.engine.host,
+        "BAKE_SIGNING_KEY": str(tmp_path / "k.key"),
+        "BAKE_TRUST": str(tmp_path / "k.pub"),
+        "BAKE_REGISTRY": f"dir:{tmp_path / 'registry'}",
+    }
+    published = cli.invoke(app, ["publish", str(baked_web.record_path), "--json"], env=env)
+    assert published.exit_code == 0, published.output
+    digest = json.loads(published.output)["digest"]
+    image = str(baked_web.record.artifact["image_id"])
+    cid = docker.run_detached(context.runner, context.engine, image, "bake-drift-test")
+    try:
+        clean = cli.invoke(app, ["drift", "web@1.4.0", "--host", f"docker://{cid}", "--json"], env=env)
+        assert clean.exit_code == 0, clean.output
+        doc = json.loads(clean.output)
+        assert doc["ok"] and doc["checks"]["failed"] == 0 and doc["files"]["clean"]
+        for cmd in (
+            "echo tampered >> /etc/nginx/conf.d/site.conf",
+            "echo new > /etc/added-by-hand",
+            "chmod 0600 /etc/bake-release",
+            "apt-get update -q && apt-get install -y -q --no-install-recommends less",
+        ):
+            context.runner(context.engine.call("exec", cid, "sh", "-c", cmd))
+        drifted = cli.invoke(app, ["drift", f"web@sha256:{digest.removeprefix('sha256:')}",
+                                   "--host", f"docker://{cid}"], env=env)  # fmt: skip
+        assert drifted.exit_code == 1, drifted.output
+        out = drifted.output
+        assert "/etc/nginx/conf.d/site.conf" in out
+        assert "/etc/added-by-hand" in out
+        assert "/etc/bake-release" in out
+        assert "/usr/bin/less" in out
+        assert "DRIFTED" in out
+    finally:
+        docker.remove_container(context.runner, context.engine, cid)
+    # a tampered manifest attestation is refused
+    reg = tmp_path / "registry"
+    files = json.loads(published.output)["attestations"]["files"].removeprefix("sha256:")
+    blob = reg / "blobs" / "sha256" / files
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 1
+    blob.write_bytes(bytes(data))
+    refused = cli.invoke(app, ["drift", "web@1.4.0", "--host", "docker://nothing"], env=env)
+    assert refused.exit_code == 1 and "tampered" in refused.output
