@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from bake.docker import Engine, image_id
 from bake.errors import BakeError
 from bake.process import Call, Runner
 from bake.recipe.models import Bootstrap
+from bake.reproducible import EPOCH
 
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
@@ -98,15 +99,16 @@ def pick_mirror(sources: Iterable[AptSource], suite: str) -> str:
     return FALLBACK_MIRROR
 
 
-def bootstrap_key(spec: Bootstrap, mirror: str, purpose: str) -> str:
+def bootstrap_key(spec: Bootstrap, mirror: str, purpose: str, pins: Mapping[str, str] | None = None) -> str:
     doc = {
+        "upstream": dict(sorted((pins or {}).items())),
         "distro": spec.distro,
         "suite": spec.suite,
         "mirror": mirror,
         "variant": spec.variant,
         "include": sorted(spec.include),
         "purpose": purpose,
-        "format": "bake.bootstrap/v1",
+        "format": "bake.bootstrap/v2",
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -126,6 +128,8 @@ def mmdebstrap_argv(spec: Bootstrap, mirror: str, out: Path, *, container: bool)
         argv.append("--customize-hook=" + POLICY_RC_D)
     # no apt lists or caches in the image: smaller, and nothing that varies by date
     argv.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
+    # the build host's name and resolver have no place in an image
+    argv.append('--customize-hook=: > "$1/etc/hostname"; : > "$1/etc/resolv.conf"')
     argv += [spec.suite, str(out), mirror]
     return tuple(argv)
 
@@ -143,13 +147,15 @@ def ensure_docker_rootfs(
     *,
     mirror: str | None = None,
     log: Runner | None = None,
+    rebuild: bool = False,
+    pins: Mapping[str, str] | None = None,
 ) -> tuple[str, str, bool]:
     """The image ID of the bootstrapped root filesystem: (image_id, ref, built_now)."""
     mirror = (spec.mirror or mirror or pick_mirror(host_sources(), spec.suite)).rstrip("/")
-    key = bootstrap_key(spec, mirror, "docker")
+    key = bootstrap_key(spec, mirror, "docker", pins)
     ref = f"{rootfs_repository(name)}:{key.removeprefix('sha256:')[:12]}"
     existing = image_id(runner, eng, ref)
-    if existing:
+    if existing and not rebuild:
         return existing, ref, False
     if shutil.which("mmdebstrap") is None:
         raise BakeError(
@@ -159,7 +165,15 @@ def ensure_docker_rootfs(
     work.mkdir(parents=True, exist_ok=True)
     tarball = work / f"{name}-rootfs.tar"
     try:
-        (log or runner)(Call(argv=mmdebstrap_argv(spec, mirror, tarball, container=True), timeout=3600))
+        # SOURCE_DATE_EPOCH: mmdebstrap then writes a byte-identical rootfs for the same
+        # mirror state (clamped times, fixed shadow dates)
+        (log or runner)(
+            Call(
+                argv=mmdebstrap_argv(spec, mirror, tarball, container=True),
+                env={"SOURCE_DATE_EPOCH": str(EPOCH)},
+                timeout=3600,
+            )
+        )
         runner(
             eng.call(
                 "import",

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bake import bootstrap, docker, packer
+from bake import bootstrap, docker, packer, reproducible
 from bake.compile import compile_plan, image_repository, write_tree
 from bake.docker import Engine
 from bake.errors import BakeError, ToolError, VerifyError
-from bake.plan import Plan
+from bake.plan import Plan, upstream_pins
 from bake.process import Call, Interrupted, Runner
 from bake.progress import PlainReporter
 from bake.record import BuildRecord, find_good, save
@@ -39,6 +39,8 @@ class BuildContext:
 class BuildOptions:
     force: bool = False  # rebuild even when a good record of the same key exists
     verify: bool = True
+    normalize: bool = True  # rewrite the image deterministically (reproducible digest)
+    cold: bool = False  # bootstrap the base again and rebuild parents (no reuse at all)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> 
             f"`bake build` bakes the docker target here; {plan.target} renders with `bake render`",
             "use --target docker",
         )
-    if not opts.force:
+    if not opts.force and not opts.cold:
         cached = reusable(ctx, plan)
         if cached is not None:
             ctx.reporter.note(f"{plan.name} {plan.version}: cached (bake key {plan.short_key})")
@@ -97,6 +99,9 @@ def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> 
     work = ctx.state / "work" / f"{plan.name}-{plan.target}-{plan.short_key}"
     image_id = _packer_build(ctx, plan, base_image, work, timings)
     key_tag = f"{image_repository(plan.name)}:key-{plan.short_key}"
+    reproducible_digest: str | None = None
+    if opts.normalize:
+        image_id, reproducible_digest = _normalize(ctx, plan, image_id, work, timings)
 
     def failed(report: VerifyReport, error: str) -> Path:
         _fail(ctx, plan, key_tag)
@@ -131,10 +136,35 @@ def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> 
             )
     version_tag = f"{image_repository(plan.name)}:{plan.version}"
     docker.tag(ctx.runner, ctx.engine, image_id, version_tag)
-    rec = _record(ctx, plan, "good", image_id, parent_doc, timings, started, report, None)
+    rec = _record(
+        ctx, plan, "good", image_id, parent_doc, timings, started, report, None, reproducible_digest
+    )
     path = save(ctx.state, rec)
     ctx.reporter.note(f"{plan.name} {plan.version}: good ({image_id[:19]}, {version_tag})")
     return Outcome(rec, path, cached=False, parents=tuple(parents))
+
+
+def _normalize(
+    ctx: BuildContext, plan: Plan, raw_image: str, work: Path, timings: dict[str, float]
+) -> tuple[str, str]:
+    """Replace Packer's commit with a deterministic image: same inputs, same digest."""
+    ctx.reporter.phase("normalize", "sorted entries, clamped times, volatile files dropped")
+    t0 = time.monotonic()
+    out = reproducible.normalize(
+        ctx.runner,
+        ctx.engine,
+        raw_image,
+        epoch=reproducible.epoch_from_key(plan.key),
+        # the recipe's `volatile:` paths may change at run time (drift ignores them); they
+        # are part of the image all the same, so they are not dropped here
+        repository=image_repository(plan.name),
+        tag=f"key-{plan.short_key}",
+        work=work / "reproducible",
+    )
+    if out.image_id != raw_image:
+        ctx.runner(ctx.engine.call("rmi", "--no-prune", raw_image, check=False))
+    timings["normalize"] = time.monotonic() - t0
+    return out.image_id, out.manifest_digest
 
 
 def _base(
@@ -142,7 +172,7 @@ def _base(
 ) -> tuple[str, dict[str, str], list[BuildRecord]]:
     """The image to build on: a parent bake, a bootstrapped rootfs, or a pinned image."""
     if plan.parent is not None:
-        parent_out = bake(ctx, plan.parent, BuildOptions(verify=opts.verify))
+        parent_out = bake(ctx, plan.parent, BuildOptions(verify=opts.verify, cold=opts.cold))
         base_image = str(parent_out.record.artifact["image_id"])
         doc = {
             "name": plan.parent.name,
@@ -159,7 +189,13 @@ def _base(
     ctx.reporter.phase(f"{plan.name}: bootstrap", f"debian {base.bootstrap.suite} with mmdebstrap")
     t0 = time.monotonic()
     base_image, ref, built = bootstrap.ensure_docker_rootfs(
-        ctx.runner, ctx.engine, plan.name, base.bootstrap, ctx.state / "bootstrap"
+        ctx.runner,
+        ctx.engine,
+        plan.name,
+        base.bootstrap,
+        ctx.state / "bootstrap",
+        rebuild=opts.cold,
+        pins=upstream_pins(plan),
     )
     timings["bootstrap"] = time.monotonic() - t0
     ctx.reporter.note(f"base {ref} {'built' if built else 'reused'} ({base_image[:19]})")
@@ -266,6 +302,7 @@ def _record(
     started: float,
     report: VerifyReport | None,
     error: str | None,
+    reproducible_digest: str | None = None,
 ) -> BuildRecord:
     total = dict(timings)
     total["total"] = time.monotonic() - started
@@ -285,6 +322,7 @@ def _record(
             "repository": image_repository(plan.name),
             "tags": [plan.version, f"key-{plan.short_key}"] if status == "good" else [],
             "volatile": list(plan.resolved.recipe.volatile),
+            "reproducible_digest": reproducible_digest,
         },
         parent=dict(parent) if parent else None,
         timings=total,
@@ -296,3 +334,39 @@ def _record(
         },
         error=error,
     )
+
+
+@dataclass(frozen=True)
+class ReproReport:
+    same: bool
+    first: str  # reproducible (OCI manifest) digests of the two bakes
+    second: str
+    differences: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reproducible": self.same,
+            "first": self.first,
+            "second": self.second,
+            "differences": list(self.differences),
+        }
+
+
+def check_reproducible(ctx: BuildContext, plan: Plan) -> tuple[Outcome, ReproReport]:
+    """Bake twice from cold (fresh state, base bootstrapped again, parents rebuilt) and
+    compare the digests; name the files that differ when they do."""
+    first = bake(ctx, plan, BuildOptions(cold=True))
+    second_state = ctx.state / "reproducibility-check" / plan.short_key
+    ctx2 = BuildContext(ctx.runner, ctx.engine, second_state, ctx.reporter, ctx.environ, ctx.clock)
+    ctx.reporter.note(f"{plan.name}: second cold bake in {second_state}")
+    second = bake(ctx2, plan, BuildOptions(cold=True))
+    a = str(first.record.artifact.get("reproducible_digest"))
+    b = str(second.record.artifact.get("reproducible_digest"))
+    diffs: list[str] = []
+    if a != b:
+        layout = Path("work") / f"{plan.name}-{plan.target}-{plan.short_key}" / "reproducible" / "oci"
+        diffs = reproducible.diff_layers(ctx.state / layout, second_state / layout)
+    # the first bake is the one kept: its tags point at the image both bakes agree on
+    docker.tag(ctx.runner, ctx.engine, str(first.record.artifact["image_id"]),
+               f"{image_repository(plan.name)}:{plan.version}")  # fmt: skip
+    return first, ReproReport(a == b, a, b, tuple(diffs))

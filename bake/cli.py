@@ -141,11 +141,16 @@ def plan(
     var_file: VarFileOpt = None,
     extra_var: ExtraOpt = None,
     packer_version: PackerVersionOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Leave upstream package state out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show resolved vars, steps per target, the parent chain and the bake key."""
-    from bake.plan import plan_document, plan_recipe
+    """Show resolved vars, steps per target, the parent chain, the bake key and which
+    inputs changed since the last good bake."""
+    from bake.plan import changed_inputs, plan_document, plan_recipe
     from bake.recipe.load import parse_extra_vars
+    from bake.record import latest_good
+    from bake.upstream import Upstream
+    from bake.upstream import offline as no_upstream
 
     plans = plan_recipe(
         recipe,
@@ -154,8 +159,19 @@ def plan(
         var_files=var_file or [],
         extra_vars=parse_extra_vars(extra_var or []),
         search_path=_search_path(),
+        upstream=no_upstream if offline else Upstream(),
     )
-    docs = [plan_document(p) for p in plans]
+    state, _settings = _runtime()
+    docs = []
+    for p in plans:
+        doc = plan_document(p)
+        last = latest_good(state, p.name, p.target)
+        doc["last_good"] = (
+            {"bake_key": last.bake_key, "created": last.created, "changed": changed_inputs(p, last.inputs)}
+            if last
+            else None
+        )
+        docs.append(doc)
     if as_json:
         print_json({"ok": True, "plans": docs})
         return
@@ -168,6 +184,13 @@ def plan(
         for s in d["steps"]:
             line(f"  step {s['index']:>2}   {s['module']:<9} {s['name']}")
         line(f"  verify    {d['verify']} checks")
+        last = d["last_good"]
+        if last is None:
+            line("  last good (none baked here yet)")
+        elif last["bake_key"] == d["bake_key"]:
+            line(f"  last good {last['created']}: same bake key, nothing to bake")
+        else:
+            line(f"  last good {last['created']}: changed since: {', '.join(last['changed'])}")
 
 
 @app.command()
@@ -236,11 +259,6 @@ def init(
         line(f"wrote {path}; next: bake validate {path}")
 
 
-from bake import cli_drift, cli_registry  # noqa: E402 - registers their commands on `app`
-
-__all__ = ["app", "cli_drift", "cli_registry", "main"]
-
-
 def main() -> None:
     try:
         app()
@@ -254,109 +272,6 @@ def _runtime() -> tuple[Path, Any]:
     root = find_root()
     settings = load_settings(root)
     return state_dir(root, settings), settings
-
-
-@app.command()
-@handled
-def build(
-    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target to bake.")] = "docker",
-    var_file: VarFileOpt = None,
-    extra_var: ExtraOpt = None,
-    registry: Annotated[
-        str | None,
-        typer.Option("--registry", "-r", help="Publish the verified bake here (dir:… or oci://…)."),
-    ] = None,
-    trust: Annotated[list[str] | None, typer.Option("--trust", help="Trusted public key(s).")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Signing key for publishing.")] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Bake even if a good bake of this key exists.")
-    ] = False,
-    no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Skip verification (never publishable).")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Packer's output.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Bake an image: plan, render, packer build, verify in a fresh instance, record;
-    with --registry, publish it (or skip everything when the registry has this bake key)."""
-    import os
-
-    from bake import docker, process
-    from bake.build import BuildContext, BuildOptions, bake
-    from bake.output import is_ci
-    from bake.plan import plan_recipe
-    from bake.progress import make_reporter
-    from bake.recipe.load import parse_extra_vars
-
-    state, settings = _runtime()
-    registry = registry or settings.registry
-    (p,) = plan_recipe(
-        recipe,
-        _packer_info(None),
-        targets=[target],
-        var_files=var_file or [],
-        extra_vars=parse_extra_vars(extra_var or []),
-        search_path=_search_path(),
-    )
-    if registry and not force:
-        hit = _published(p, registry, trust, key)
-        if hit is not None:
-            doc = {"ok": True, "cached": "registry", "name": p.name, "version": hit, "bake_key": p.key}
-            if as_json:
-                print_json(doc)
-            else:
-                line(f"cached  {p.name}@{hit} is in {registry} with bake key {p.short_key}: nothing to bake")
-            return
-    reporter = make_reporter(verbose=verbose, plain=as_json or is_ci())
-    try:
-        with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
-            ctx = BuildContext(
-                runner=process.run, engine=eng, state=state, reporter=reporter, environ=os.environ
-            )
-            outcome = bake(ctx, p, BuildOptions(force=force, verify=not no_verify))
-    finally:
-        reporter.close()
-    rec = outcome.record
-    published = None
-    if registry:
-        from bake.cli_registry import publish_records
-
-        (published,) = publish_records([rec], registry, trust, key)
-    if as_json:
-        doc = {"ok": True, "cached": outcome.cached, "record_path": str(outcome.record_path), **rec.to_json()}
-        if published is not None:
-            doc["published"] = published.to_json()
-        print_json(doc)
-        return
-    v = rec.verify
-    line(
-        f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {rec.artifact.get('image_id')}"
-    )
-    line(f"  tags      {rec.artifact.get('repository')}:{rec.version}")
-    if v.get("skipped"):
-        line("  verify    skipped (--no-verify)")
-    else:
-        line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
-    line(f"  record    {outcome.record_path}")
-    if published is not None:
-        line(f"  published {published.name}@{published.version}  {published.ref}")
-
-
-def _published(p: Any, registry: str, trust: list[str] | None, key: str | None) -> str | None:
-    """The registry's version with this plan's bake key, if any (skips the whole bake)."""
-    from bake.cli_registry import writer
-    from bake.publish import find_by_key
-    from bake.registry import client
-
-    reg, _signer, trusted = writer(registry, trust, key)
-    if reg.read_index_envelope() is None:
-        return None
-    from datetime import UTC, datetime
-
-    snap = client.read(reg, trusted, state=client.FreshnessState.default(), now=datetime.now(UTC))
-    hit = find_by_key(snap.get(p.name), p.key)
-    return hit[0] if hit else None
 
 
 @app.command()
@@ -408,3 +323,8 @@ def verify(
         line(f"{sum(x.outcome == 'passed' for x in report.results)} passed, {len(report.failed)} failed")
     if not report.ok:
         raise typer.Exit(1)
+
+
+from bake import cli_build, cli_drift, cli_registry  # noqa: E402 - registers their commands on `app`
+
+__all__ = ["app", "cli_build", "cli_drift", "cli_registry", "main"]

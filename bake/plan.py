@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bake.packer import PackerInfo
 from bake.recipe.load import Resolved, resolve, resolve_targets
+from bake.recipe.models import Bootstrap
 
 FORMAT = "bake.plan/v1"
 
@@ -89,8 +90,16 @@ def recipe_document(resolved: Resolved) -> dict[str, Any]:
     }
 
 
-def make_plan(resolved: Resolved, packer: PackerInfo, templates: Mapping[str, str]) -> Plan:
-    parent = make_plan(resolved.parent, packer, templates) if resolved.parent else None
+Upstream = Callable[[Bootstrap], Mapping[str, str]]
+
+
+def make_plan(
+    resolved: Resolved,
+    packer: PackerInfo,
+    templates: Mapping[str, str],
+    upstream: Upstream | None = None,
+) -> Plan:
+    parent = make_plan(resolved.parent, packer, templates, upstream) if resolved.parent else None
     inputs: dict[str, str] = {
         "recipe": _sha(_canonical(recipe_document(resolved))),
         "packer": _sha(packer.text.encode()),
@@ -102,6 +111,9 @@ def make_plan(resolved: Resolved, packer: PackerInfo, templates: Mapping[str, st
         inputs[f"file:{f.src}"] = f.digest
     if parent is not None:
         inputs[f"parent:{parent.name}"] = parent.key
+    base = resolved.recipe.base
+    if upstream is not None and base is not None and base.bootstrap is not None:
+        inputs.update(upstream(base.bootstrap))  # upstream package state (see bake.upstream)
     key = _sha(_canonical(inputs))
     return Plan(resolved=resolved, packer=packer, templates=templates, parent=parent, inputs=inputs, key=key)
 
@@ -141,6 +153,7 @@ def plan_recipe(
     var_files: Sequence[Path] = (),
     extra_vars: Mapping[str, str] | None = None,
     search_path: Sequence[Path] = (),
+    upstream: Upstream | None = None,
 ) -> list[Plan]:
     """Plans for the requested targets (default: every target the recipe declares)."""
     from bake.compile import template_digests
@@ -156,4 +169,16 @@ def plan_recipe(
                 path, var_files=var_files, extra_vars=extra_vars, search_path=search_path
             ).values()
         )
-    return [make_plan(r, packer, template_digests(r.target)) for r in resolved]
+    return [make_plan(r, packer, template_digests(r.target), upstream) for r in resolved]
+
+
+def upstream_pins(plan: Plan) -> dict[str, str]:
+    """The upstream inputs of a plan's base (they decide whether the rootfs is rebuilt)."""
+    root = plan.chain()[0]
+    return {k: v for k, v in root.inputs.items() if k.startswith("upstream:")}
+
+
+def changed_inputs(plan: Plan, previous: Mapping[str, str]) -> list[str]:
+    """Inputs whose digest differs from a previous bake's (added and removed too)."""
+    names = sorted(set(plan.inputs) | set(previous))
+    return [n for n in names if plan.inputs.get(n) != previous.get(n)]

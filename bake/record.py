@@ -127,3 +127,17 @@ def find_good(state: Path, name: str, target: str, key: str) -> BuildRecord | No
         return None
     rec = load(path)
     return rec if rec.good else None
+
+
+def latest_good(state: Path, name: str, target: str) -> BuildRecord | None:
+    """The most recent good record of a recipe and target, whatever its bake key."""
+    folder = state / "records" / name / target
+    best: BuildRecord | None = None
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        try:
+            rec = load(path)
+        except BakeError:
+            continue
+        if rec.good and (best is None or rec.created > best.created):
+            best = rec
+    return best

@@ -616,11 +616,11 @@ _KINDS = {
 
 
 def summarize(stream: IO[bytes], into: dict[str, Stat] | None = None) -> dict[str, Stat]:
-    """Every path of the tar on *stream* (read once) and what it is."""
+    """Every path of the tar on *stream* (read once; gzip-compressed too) and what it is."""
     out = {} if into is None else into
     try:
         with tarfile.open(
-            fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE, encoding="utf-8", errors="surrogateescape"
+            fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE, encoding="utf-8", errors="surrogateescape"
         ) as tar:
             while (info := tar.next()) is not None:
                 tar.members.clear()  # type: ignore[attr-defined]
@@ -692,7 +692,8 @@ def _what(x: Stat, y: Stat) -> list[str]:
 
 def diff_layers(a_layout: Path, b_layout: Path) -> list[str]:
     """What differs between the images of two OCI layouts (the first image of each):
-    config fields (``config: created …``), then paths, in the layers' merged filesystem."""
+    config fields (``config: created differs``), then paths of the layers' merged
+    filesystem (a later layer's entry replaces an earlier one's; whiteouts are not read)."""
     a_config, a_layers = _read_layout(a_layout)
     b_config, b_layers = _read_layout(b_layout)
     a_own, b_own = a_config.pop("config", {}), b_config.pop("config", {})

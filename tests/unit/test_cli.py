@@ -42,7 +42,16 @@ def test_validate_bad_json_error() -> None:
 def test_plan_json() -> None:
     result = runner.invoke(
         app,
-        ["plan", str(RECIPES / "web.yaml"), "-t", "docker", "--packer-version", "1.6.6", "--json"],
+        [
+            "plan",
+            str(RECIPES / "web.yaml"),
+            "-t",
+            "docker",
+            "--packer-version",
+            "1.6.6",
+            "--offline",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     (p,) = json.loads(result.output)["plans"]
