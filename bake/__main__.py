@@ -1,3 +1,3 @@
-from bake.cli import main
+from bake.entry import main
 
 main()

@@ -37,15 +37,9 @@ def _settings() -> Any:
 
 def reader(registry: str | None, trust: list[str] | None) -> tuple[Any, Any, list[Any]]:
     """(registry, snapshot, trusted keys) after verifying signature, freshness, replay."""
-    from bake.registry import client
-    from bake.registry.backend import open_registry
-    from bake.trust import registry_url, trusted_keys
+    from bake.resolving import reader as read
 
-    settings = _settings()
-    reg = open_registry(registry_url(registry, settings.registry))
-    trusted = trusted_keys(trust or list(settings.trust))
-    snap = client.read(reg, trusted, state=client.FreshnessState.default(), now=_now())
-    return reg, snap, trusted
+    return read(registry, trust)
 
 
 def writer(registry: str | None, trust: list[str] | None, key: str | None) -> tuple[Any, Any, list[Any]]:
@@ -352,13 +346,9 @@ def resolve(
     """Print the image reference by digest, after checking signature, digest, revocation
     and index freshness."""
     from bake.deploy import format_resolution
-    from bake.deploy import resolve as do_resolve
-    from bake.verified import check_artifact, check_attestations, localize
+    from bake.resolving import verified
 
-    reg, snap, trusted = reader(registry, trust)
-    res = localize(do_resolve(snap, spec, target), reg.url)
-    check_attestations(res, snap.load_blob, trusted)
-    check_artifact(res)
+    _reg, res = verified(spec, registry, trust, target)
     out = format_resolution(res, "json" if as_json else fmt)
     typer.echo(out.rstrip("\n"))
 
@@ -376,13 +366,9 @@ def pin(
     """Resolve and record the digest in a lock file."""
     from bake.deploy import LockFile, read_lock, write_lock
     from bake.deploy import pin as do_pin
-    from bake.deploy import resolve as do_resolve
-    from bake.verified import check_artifact, check_attestations, localize
+    from bake.resolving import verified
 
-    reg, snap, trusted = reader(registry, trust)
-    res = localize(do_resolve(snap, spec, target), reg.url)
-    check_attestations(res, snap.load_blob, trusted)
-    check_artifact(res)
+    reg, res = verified(spec, registry, trust, target)
     current = read_lock(lock) if lock.exists() else LockFile(pins=())
     write_lock(lock, do_pin(current, res, reg.url, _now()))
     if as_json:
