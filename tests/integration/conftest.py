@@ -19,6 +19,7 @@ from bake import docker, packer, process
 from bake.build import BuildContext, BuildOptions, Outcome, bake
 from bake.plan import Plan, plan_recipe
 from bake.progress import PlainReporter
+from bake.upstream import Upstream
 from tests.conftest import RECIPES
 
 LICENSE = "integration-test-license-value"
@@ -66,8 +67,12 @@ def context(engine: docker.Engine, state: Path) -> BuildContext:
     )
 
 
+UPSTREAM = Upstream()  # as the CLI does: the mirror's state is a bake input
+
+
 def plan_of(path: Path, info: packer.PackerInfo, **kw: object) -> Plan:
-    (p,) = plan_recipe(path, info, targets=["docker"], **kw)  # type: ignore[arg-type]  # kwargs pass through
+    """A docker plan exactly as `bake build` makes it (so CLI runs reuse these bakes)."""
+    (p,) = plan_recipe(path, info, targets=["docker"], upstream=UPSTREAM, **kw)  # type: ignore[arg-type]  # kwargs pass through
     return p
 
 
