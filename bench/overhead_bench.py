@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "bench" / "recipes" / "bench-app.yaml"
+RECIPES = {"web": ROOT / "recipes" / "web.yaml", "local": ROOT / "bench" / "recipes" / "bench-app.yaml"}
 
 
-def bake_build(state: Path, env: dict[str, str]) -> dict[str, object]:
+def bake_build(recipe: Path, env: dict[str, str]) -> dict[str, object]:
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "bake", "build", str(RECIPE), "--force", "--json"],
+        [sys.executable, "-m", "bake", "build", str(recipe), "--force", "--json"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -59,6 +59,12 @@ def packer_build(work: Path, base_image: str, env: dict[str, str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="web",
+        help="web: the example web image (installs packages); local: six local steps, no network",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     state = Path(os.environ.get("BAKE_STATE_DIR", ROOT / ".bake" / "bench-state"))
@@ -66,14 +72,15 @@ def main() -> int:
     env.setdefault("PACKER_TMP_DIR", str(state / "packer-tmp"))
     Path(env["PACKER_TMP_DIR"]).mkdir(parents=True, exist_ok=True)
     # warm-up: bakes (or reuses) the parent and the child once
-    first = bake_build(state, env)
+    recipe = RECIPES[args.recipe]
+    first = bake_build(recipe, env)
     doc = first["doc"]
     assert isinstance(doc, dict)
-    work = state / "work" / f"bench-app-docker-{doc['bake_key'].removeprefix('sha256:')[:12]}"
+    work = state / "work" / f"{doc['name']}-docker-{doc['bake_key'].removeprefix('sha256:')[:12]}"
     base_image = str(doc["parent"]["image_id"])
     bakes, packers, verifies, normalizes = [], [], [], []
     for _ in range(args.runs):
-        b = bake_build(state, env)
+        b = bake_build(recipe, env)
         wall, verify, norm = float(b["wall"]), float(b["verify"]), float(b["normalize"])  # type: ignore[arg-type]
         bakes.append(wall - verify - norm)
         verifies.append(verify)
@@ -92,6 +99,7 @@ def main() -> int:
         "normalize_s": round(min(normalizes), 3),
         "ratio_with_normalize": round(with_normalize, 3),
         "runs": args.runs,
+        "recipe": args.recipe,
         "all_bake_s": [round(x, 3) for x in bakes],
         "all_packer_s": [round(x, 3) for x in packers],
     }

@@ -142,3 +142,21 @@ def test_packer_failure_names_the_step(
     assert "failed at step 2 of 2 (the failing one)" in msg
     assert "about to fail" in msg
     assert context.runner(Call(argv=("true",))).returncode == 0
+
+
+def test_cli_verify_runs_a_recipes_checks_against_any_image(
+    baked_web: Outcome, context: BuildContext
+) -> None:
+    from typer.testing import CliRunner
+
+    from bake.cli import app
+
+    env = {"DOCKER_HOST": context.engine.host, "BAKE_STATE_DIR": str(context.state)}
+    image = str(baked_web.record.artifact["image_id"])
+    ok = CliRunner().invoke(app, ["verify", str(RECIPES / "web.yaml"), "--image", image, "--json"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["failed"] == 0
+    # the base image lacks nginx: web's checks fail against it, and say which
+    base = str((baked_web.record.parent or {})["image_id"])
+    bad = CliRunner().invoke(app, ["verify", str(RECIPES / "web.yaml"), "--image", base], env=env)
+    assert bad.exit_code == 1 and "FAIL package nginx-light" in bad.output
