@@ -296,16 +296,14 @@ def verify(
         extra_vars=parse_extra_vars(extra_var or []),
         search_path=_search_path(),
     )
-    conf = r.recipe.targets.docker
     with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
+        info = docker.inspect_image(process.run, eng, image)
+        if info is None:
+            raise BakeError(f"no image {image} in the Docker engine at {eng.host}", "pull or load it first")
+        # run the image as a deployer would when it has an entrypoint; otherwise keep it alive
+        own = bool((info.get("Config") or {}).get("Entrypoint"))
         report = verify_container_image(
-            process.run,
-            eng,
-            image,
-            r.name,
-            r.verify,
-            state / "verify" / r.name,
-            own_entrypoint=bool(conf and conf.entrypoint),
+            process.run, eng, image, r.name, r.verify, state / "verify" / r.name, own_entrypoint=own
         )
     if as_json:
         print_json(report.to_json())
