@@ -193,8 +193,8 @@ def verify_container_image(
             )
         results = run_module(runner, eng.env, f"docker://root@{cid}", module, tests)
     finally:
-        if cid:
-            docker.remove_container(runner, eng, cid)
+        # by name: `docker run` can create the container and then fail to start it
+        docker.remove_container(runner, eng, cid or name)
     ok = bool(results) and all(r.outcome in ("passed", "skipped") for r in results)
     if not checks:
         ok = True
