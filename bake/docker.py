@@ -146,8 +146,14 @@ def run_detached(
     return runner(eng.call(*argv)).stdout.strip()
 
 
-def remove_container(runner: Runner, eng: Engine, ref: str) -> None:
-    runner(eng.call("rm", "-f", "-v", ref, check=False))
+def remove_container(runner: Runner, eng: Engine, ref: str, attempts: int = 5) -> None:
+    """Remove a container, retrying: right after a container exits, the daemon can still be
+    tearing it down and refuse (`removal already in progress`, `device or resource busy`)."""
+    for attempt in range(attempts):
+        runner(eng.call("rm", "-f", "-v", ref, check=False))
+        if runner(eng.call("inspect", "--type", "container", ref, check=False)).returncode != 0:
+            return
+        time.sleep(0.5 * (attempt + 1))
 
 
 def containers(runner: Runner, eng: Engine, label: str | None = None, all_: bool = True) -> list[str]:
