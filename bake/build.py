@@ -234,7 +234,7 @@ def _packer_build(
         ctx.reporter.note("interrupted: Packer removed its build container; nothing recorded")
         raise
     except ToolError as exc:
-        raise _packer_failure(plan, events, exc) from None
+        raise packer_failure(plan, events, exc) from None
     timings["packer"] = time.monotonic() - t0
     image_id = next((a.id for a in packer.artifacts(events) if a.builder_id.endswith("docker-import")), "")
     if not image_id.startswith("sha256:"):
@@ -260,14 +260,21 @@ def _path(ctx: BuildContext, rec: BuildRecord) -> Path:
     return record_path(ctx.state, rec.name, rec.target, rec.bake_key)
 
 
-def _packer_failure(plan: Plan, events: list[packer.Event], exc: ToolError) -> ToolError:
+def packer_failure(
+    plan: Plan, events: list[packer.Event], exc: ToolError, console: Path | None = None
+) -> ToolError:
+    """Which step failed and what it printed, for any target. `console`: a VM's serial
+    console log, shown when the build never got as far as an SSH connection."""
     from bake.progress import step_of
 
     step = None
     output: list[str] = []  # what the failing step printed (Packer relays stdout and stderr)
+    connected = False
+    prefix = f"{plan.name}.{plan.target}.{plan.name}:"
     for ev in events:
         if ev.type != "ui":
             continue
+        connected = connected or "Connected to SSH" in ev.message
         k = step_of(ev.message)
         if k is not None and k != step:
             step, output = k, []
@@ -275,7 +282,6 @@ def _packer_failure(plan: Plan, events: list[packer.Event], exc: ToolError) -> T
         if ev.data[:1] in (("message",), ("error",)):
             for raw in ev.message.splitlines():
                 text = raw.strip()
-                prefix = f"{plan.name}.docker.{plan.name}:"
                 text = text.split(prefix, 1)[-1].strip() if prefix in text else text
                 if text and not text.startswith(("==>", "-->", "Build ", "Some builds")):
                     output.append(text)
@@ -286,9 +292,13 @@ def _packer_failure(plan: Plan, events: list[packer.Event], exc: ToolError) -> T
     errors = [e for e in packer.errors(events) if e.strip()]
     lines = output[-15:] + [e.strip().splitlines()[-1] for e in errors[-1:]]
     tail = "\n".join("  | " + x for x in lines) or exc.message
+    if console is not None and not connected and console.is_file():
+        kept = [x for x in console.read_text(errors="replace").splitlines() if x.strip()][-20:]
+        tail += "\n  the build VM's console:\n" + "\n".join("  | " + x for x in kept)
+    render = "bake render" if plan.target == "docker" else f"bake render -t {plan.target}"
     return ToolError(
-        f"packer build of {plan.name} {plan.version} failed{where}:\n{tail}",
-        "nothing was recorded; fix the step and bake again (`bake render` shows the script)",
+        f"packer build of {plan.name} {plan.version} ({plan.target}) failed{where}:\n{tail}",
+        f"nothing was recorded; fix the step and bake again (`{render}` shows the script)",
     )
 
 

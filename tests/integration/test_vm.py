@@ -1,0 +1,258 @@
+"""Real VM bakes: mmdebstrap → ext4 disk → packer (qemu) → boot the final qcow2 → testinfra.
+
+Under software emulation (this CI machine's KVM cannot boot kernels) a boot takes about a
+minute, so the module bakes debian-base and web once (web builds on debian-base's disk)
+and every other test reuses them. Afterwards no QEMU process and no temporary disk remain,
+SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bake import packer, process, vm
+from bake.build import BuildOptions, Outcome
+from bake.digest import sha256_file
+from bake.errors import VerifyError
+from bake.plan import Plan, plan_recipe
+from bake.progress import PlainReporter
+from bake.record import find_good, load
+from bake.vmbuild import VmContext, bake_vm
+from tests.conftest import RECIPES, ROOT
+from tests.integration.conftest import environ, require
+
+pytestmark = pytest.mark.integration
+
+
+def qemu_plan(path: Path, info: packer.PackerInfo) -> Plan:
+    (p,) = plan_recipe(path, info, targets=["qemu"])
+    return p
+
+
+def ours(state: Path) -> list[str]:
+    """Command lines of live processes that are QEMU on our disks or bake's SSH connections."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if (str(state) in cmd and "qemu-system" in cmd) or (cmd.startswith("ssh") and "bake-ssh-" in cmd):
+            found.append(cmd)
+    return found
+
+
+def ssh_dirs() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("bake-ssh-*")}
+
+
+def leftover_disks(state: Path) -> list[Path]:
+    """Disk files that are not a kept base disk or a good bake's disk."""
+    kept = set(state.glob("vm-bases/*/disk.qcow2")) | set(state.glob("images/qemu/*/*/*.qcow2"))
+    disks = [p for pat in ("**/*.qcow2", "**/*.raw", "**/*.img") for p in state.glob(pat)]
+    return [p for p in disks if p not in kept and p.name != "initrd.img"]
+
+
+def assert_nothing_left(state: Path, ssh_before: set[str]) -> None:
+    assert ours(state) == []
+    assert leftover_disks(state) == []
+    assert list(state.glob("work/*/output")) == []
+    assert ssh_dirs() - ssh_before == set()
+
+
+@pytest.fixture(scope="module")
+def vm_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bake-vm-state")
+
+
+@pytest.fixture(scope="module")
+def ssh_before() -> set[str]:
+    return ssh_dirs()
+
+
+@pytest.fixture(scope="module")
+def vm_ctx(vm_state: Path) -> VmContext:
+    require("packer", "mmdebstrap", "qemu-system-x86_64", "qemu-img", "mkfs.ext4", "ssh")
+    return VmContext(runner=process.run, state=vm_state, reporter=PlainReporter(), environ=environ(vm_state))
+
+
+@pytest.fixture(scope="module")
+def info() -> packer.PackerInfo:
+    require("packer")
+    return packer.detect(process.run)
+
+
+@pytest.fixture(scope="module")
+def baked_vm_web(vm_ctx: VmContext, info: packer.PackerInfo) -> Outcome:
+    """debian-base (from mmdebstrap) and web, baked as qcow2 and verified by booting them."""
+    return bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info), BuildOptions())
+
+
+@pytest.fixture
+def recipe_dir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "debian-base.yaml").write_text((RECIPES / "debian-base.yaml").read_text())
+    yield tmp_path
+
+
+def test_debian_base_and_web_boot_and_pass_their_checks(
+    baked_vm_web: Outcome, vm_ctx: VmContext, ssh_before: set[str]
+) -> None:
+    rec = baked_vm_web.record
+    assert rec.good and rec.name == "web" and rec.target == "qemu"
+    assert [p.name for p in baked_vm_web.parents] == ["debian-base"]
+    base = baked_vm_web.parents[0]
+    assert base.verify["method"] == "booted-vm" and base.verify["failed"] == 0 and base.verify["passed"] == 4
+    assert rec.verify["method"] == "booted-vm" and rec.verify["failed"] == 0 and rec.verify["passed"] == 12
+    # in a booted VM the services really run: nginx was enabled, so it serves after boot
+    outcomes = {r["title"]: r["outcome"] for r in rec.verify["results"]}
+    assert [o for t, o in outcomes.items() if t.startswith("service nginx")] == ["passed"]
+    assert outcomes["port 8080"] == "passed" and outcomes["serves the site"] == "passed"
+    art = rec.artifact
+    assert art["type"] == "qcow2" and art["boot"] == "direct-kernel"
+    disk = Path(art["path"])
+    assert art["digest"] == sha256_file(disk) and art["size"] == disk.stat().st_size
+    for part in ("kernel", "initrd"):
+        assert sha256_file(Path(art[part]["path"])) == art[part]["digest"]
+    assert rec.parent is not None and rec.parent["digest"] == base.artifact["digest"]
+    # a standalone, compacted qcow2 of the recipe's size (not an overlay on its parent)
+    doc = json.loads(process.run(process.Call(argv=("qemu-img", "info", "--output=json", str(disk)))).stdout)
+    assert doc["format"] == "qcow2" and "backing-filename" not in doc
+    assert doc["virtual-size"] == vm.size_bytes("3G")
+    assert disk.stat().st_size < 1 << 30
+    for phase in ("packer_boot", "packer_steps", "packer_shutdown", "packer_compaction", "verify_boot"):
+        assert rec.timings[phase] > 0, phase
+    assert base.timings["base_disk"] > 0
+    assert_nothing_left(vm_ctx.state, ssh_before)
+
+
+def test_second_bake_is_cached(baked_vm_web: Outcome, vm_ctx: VmContext, info: packer.PackerInfo) -> None:
+    again = bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info), BuildOptions())
+    assert again.cached and again.record.bake_key == baked_vm_web.record.bake_key
+
+
+def test_failing_check_fails_the_bake_and_deletes_the_disk(
+    baked_vm_web: Outcome, vm_ctx: VmContext, info: packer.PackerInfo, recipe_dir: Path, ssh_before: set[str]
+) -> None:
+    bad = recipe_dir / "bad-vm.yaml"
+    bad.write_text(
+        "name: bad-vm\nversion: 0.0.1\nextends: debian-base\ntargets: {qemu: {}}\n"
+        "steps:\n  - file: {dest: /etc/motd, content: hello}\n"
+        "verify:\n  - file: {path: /etc/motd, contains: goodbye}\n"
+        "  - service: {name: ssh, running: true}\n"
+    )
+    p = qemu_plan(bad, info)
+    with pytest.raises(VerifyError) as caught:
+        bake_vm(vm_ctx, p, BuildOptions())
+    msg = caught.value.message
+    assert "1 of 6 verify checks failed" in msg  # 4 inherited from debian-base
+    assert "file /etc/motd (contains=goodbye)" in msg and "text not found" in msg
+    assert find_good(vm_ctx.state, "bad-vm", "qemu", p.key) is None
+    rec = load(vm_ctx.state / "records" / "bad-vm" / "qemu" / f"{p.key.removeprefix('sha256:')}.json")
+    assert rec.status == "failed" and rec.verify["failed"] == 1 and rec.verify["passed"] == 5
+    assert not list(vm_ctx.state.glob("images/qemu/bad-vm/*/*.qcow2"))
+    assert_nothing_left(vm_ctx.state, ssh_before)
+
+
+_BAKE_SCRIPT = """
+import sys
+from pathlib import Path
+from bake import packer, process
+from bake.errors import BakeError
+from bake.plan import plan_recipe
+from bake.progress import PlainReporter
+from bake.vmbuild import VmContext, bake_vm
+state = Path(sys.argv[2])
+(p,) = plan_recipe(Path(sys.argv[1]), packer.detect(process.run), targets=["qemu"])
+env = {"PACKER_TMP_DIR": str(state / "packer-tmp")}
+ctx = VmContext(process.run, state, PlainReporter(verbose=True), env)
+try:
+    bake_vm(ctx, p)
+except BakeError as exc:
+    print(exc.message, file=sys.stderr, flush=True)
+    sys.exit(exc.exit_code)
+"""
+
+_VERIFY_SCRIPT = """
+import sys
+from pathlib import Path
+from bake import process, vm
+from bake.errors import BakeError
+from bake.vmverify import verify_vm_disk
+d = Path(sys.argv[1])
+boot = vm.BootFiles(d / "debian-base.qcow2", d / "vmlinuz", d / "initrd.img")
+try:
+    with process.terminate_as_interrupt():
+        verify_vm_disk(process.run, process.spawn, boot, vm.Machine(), "debian-base", (), Path(sys.argv[2]))
+except BakeError as exc:
+    print(exc.message, file=sys.stderr, flush=True)
+    sys.exit(exc.exit_code)
+"""
+
+
+def _python(script: str, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        text=True,
+    )
+
+
+def test_sigterm_during_a_step_leaves_no_vm_and_no_disk(
+    baked_vm_web: Outcome, vm_ctx: VmContext, recipe_dir: Path, ssh_before: set[str]
+) -> None:
+    slow = recipe_dir / "slow-vm.yaml"
+    slow.write_text(
+        "name: slow-vm\nversion: 0.0.1\nextends: debian-base\ntargets: {qemu: {}}\n"
+        "steps:\n  - shell: 'echo started-slow-step; sleep 600'\n"
+    )
+    proc = _python(_BAKE_SCRIPT, str(slow), str(vm_ctx.state))
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 600
+    for line in proc.stderr:
+        seen.append(line)
+        if "started-slow-step" in line or time.monotonic() > deadline:
+            break
+    assert any("started-slow-step" in x for x in seen), "".join(seen[-30:])
+    assert any("qemu-system" in c for c in ours(vm_ctx.state)), "Packer's VM should be running"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not (vm_ctx.state / "records" / "slow-vm").exists()
+    assert_nothing_left(vm_ctx.state, ssh_before)
+
+
+def test_sigterm_while_verifying_leaves_no_vm_and_no_overlay(
+    baked_vm_web: Outcome, vm_ctx: VmContext, tmp_path: Path, ssh_before: set[str]
+) -> None:
+    folder = Path(str(baked_vm_web.parents[0].artifact["path"])).parent
+    work = vm_ctx.state / "work" / "sigterm-verify"
+    proc = _python(_VERIFY_SCRIPT, str(folder), str(work))
+    deadline = time.monotonic() + 60
+    while not any("qemu-system" in c for c in ours(vm_ctx.state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (work / "vm" / "overlay.qcow2").is_file(), "the verify VM should be booting"
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert not (work / "vm" / "overlay.qcow2").exists()
+    assert_nothing_left(vm_ctx.state, ssh_before)
