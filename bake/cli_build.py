@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -38,6 +39,18 @@ def _published(p: Any, registry: str, trust: list[str] | None, key: str | None) 
     snap = client.read(reg, trusted, state=client.FreshnessState.default(), now=datetime.now(UTC))
     hit = find_by_key(snap.get(p.name), p.key)
     return hit[0] if hit else None
+
+
+def _in_registry(p: Any, registry: str, trust: list[str] | None, key: str | None, as_json: bool) -> bool:
+    hit = _published(p, registry, trust, key)
+    if hit is None:
+        return False
+    doc = {"ok": True, "cached": "registry", "name": p.name, "version": hit, "bake_key": p.key}
+    if as_json:
+        print_json(doc)
+    else:
+        line(f"cached  {p.name}@{hit} is in {registry} with bake key {p.short_key}: nothing to bake")
+    return True
 
 
 @app.command()
@@ -118,17 +131,16 @@ def _build_one(
         search_path=_search_path(),
         upstream=_upstream(offline),
     )
-    if registry and not force and not check_reproducible:
-        hit = _published(p, registry, trust, key)
-        if hit is not None:
-            doc = {"ok": True, "cached": "registry", "name": p.name, "version": hit, "bake_key": p.key}
-            if as_json:
-                print_json(doc)
-            else:
-                line(f"cached  {p.name}@{hit} is in {registry} with bake key {p.short_key}: nothing to bake")
-            return
+    if registry and not force and not check_reproducible and _in_registry(p, registry, trust, key, as_json):
+        return
+    if target == "qemu" and check_reproducible:
+        raise BakeError("--check-reproducible compares container images", "drop it for -t qemu")
     reporter = make_reporter(verbose=verbose, plain=as_json or is_ci())
     repro = None
+    if target == "qemu":
+        publish_to = (registry, trust, key) if registry else None
+        _build_vm(p, state, reporter, BuildOptions(force=force, verify=not no_verify), publish_to, as_json)
+        return
     try:
         with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
             ctx = BuildContext(
@@ -158,6 +170,52 @@ def _build_one(
         _render_one(outcome, published, repro)
     if repro is not None and not repro.same:
         raise typer.Exit(1)
+
+
+def _build_vm(
+    p: Any,
+    state: Path,
+    reporter: Any,
+    opts: Any,
+    publish_to: tuple[str, list[str] | None, str | None] | None,
+    as_json: bool,
+) -> None:
+    """The qemu target: a bootable qcow2, verified by booting a fresh VM from it."""
+    from bake import process
+    from bake.vmbuild import VmContext, bake_vm
+
+    try:
+        with process.terminate_as_interrupt():
+            ctx = VmContext(runner=process.run, state=state, reporter=reporter, environ=os.environ)
+            outcome = bake_vm(ctx, p, opts)
+    finally:
+        reporter.close()
+    published = None
+    if publish_to is not None:
+        from bake.cli_registry import publish_records
+
+        (published,) = publish_records([outcome.record], *publish_to)
+    doc = {
+        "ok": True,
+        "cached": outcome.cached,
+        "record_path": str(outcome.record_path),
+        **outcome.record.to_json(),
+        "published": published.to_json() if published else None,
+    }
+    if as_json:
+        print_json(doc)
+        return
+    rec = outcome.record
+    line(f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {rec.artifact.get('path')}")
+    line(f"  digest    {rec.artifact.get('digest')}")
+    v = rec.verify
+    if v.get("skipped"):
+        line("  verify    skipped (--no-verify)")
+    else:
+        line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
+    line(f"  record    {outcome.record_path}")
+    if published is not None:
+        line(f"  published {published.name}@{published.version}  {published.ref or published.digest}")
 
 
 def _render_one(outcome: Any, published: Any, repro: Any) -> None:
@@ -211,7 +269,9 @@ def _build_all(
         if not as_json:
             line(f"{r.status:<8} {r.name:<20} {r.seconds:7.1f}s  {r.detail}")
 
-    with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
+    vms = target == "qemu"  # VM bakes need no Docker engine
+    engine = contextlib.nullcontext() if vms else docker.engine(process.run, state)
+    with process.terminate_as_interrupt(), engine as eng:
 
         def work(node: graph.Node) -> graph.NodeResult:
             t0 = time.monotonic()
@@ -225,11 +285,20 @@ def _build_all(
                         node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
                     )
             reporter = PlainReporter(verbose=verbose)
-            ctx = BuildContext(
-                runner=process.run, engine=eng, state=state, reporter=reporter, environ=os.environ
-            )
-            outcome = bake(ctx, p, BuildOptions(force=force, verify=not no_verify))
-            detail = str(outcome.record.artifact.get("image_id", ""))[:19]
+            opts = BuildOptions(force=force, verify=not no_verify)
+            if vms:
+                from bake.vmbuild import VmContext, bake_vm
+
+                vctx = VmContext(runner=process.run, state=state, reporter=reporter, environ=os.environ)
+                outcome = bake_vm(vctx, p, opts)
+            else:
+                assert eng is not None
+                ctx = BuildContext(
+                    runner=process.run, engine=eng, state=state, reporter=reporter, environ=os.environ
+                )
+                outcome = bake(ctx, p, opts)
+            art = outcome.record.artifact
+            detail = str(art.get("digest") if vms else art.get("image_id", ""))[:19]
             if registry:
                 from bake.cli_registry import publish_records
 

@@ -3,6 +3,7 @@ history, resolve, pin, lock check, refresh. Registered on the app from bake.cli.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from bake.cli import JsonOpt, app, handled, lock_app
+from bake.errors import BakeError
 from bake.output import line, print_json
 
 RegistryOpt = Annotated[
@@ -83,6 +85,29 @@ def keygen(
         line(f"wrote {private} (0600) and {public}; keyid {keyid[:16]}")
 
 
+def vm_copier(url: str) -> Any:
+    """How a VM record's disk, kernel and initrd get into the registry."""
+    from bake.publish import image_tag, is_vm
+    from bake.registry import disks
+
+    def copy(record: Any) -> tuple[str | None, str]:
+        if not is_vm(record):
+            raise BakeError(f"{record.name}: not a VM bake (artifact type {record.artifact.get('type')!r})")
+        art = record.artifact
+        files = [
+            disks.DiskFile("disk", Path(str(art["path"])), str(art["digest"])),
+            disks.DiskFile("kernel", Path(str(art["kernel"]["path"])), str(art["kernel"]["digest"])),
+            disks.DiskFile("initrd", Path(str(art["initrd"]["path"])), str(art["initrd"]["digest"])),
+        ]
+        if url.startswith("oci://"):
+            repo = f"{url.removeprefix('oci://').rstrip('/')}/{record.name}"
+            return disks.push_to_oci(files, repo, image_tag(record)), str(art["digest"])
+        disks.store_in_dir(Path(url.removeprefix("dir:")).resolve(), files)
+        return None, str(art["digest"])  # the blob of that digest
+
+    return copy
+
+
 def copier(url: str, runner: Any, engine: Any) -> Any:
     """How a record's image gets into the registry: pushed by digest, or an OCI layout."""
     from bake.publish import image_tag
@@ -126,28 +151,34 @@ def publish_records(
 ) -> list[Any]:
     from bake import docker, process
     from bake.project import find_root, state_dir
-    from bake.publish import publish_record
+    from bake.publish import is_vm, publish_record
     from bake.registry import client
 
     reg, signer, trusted = writer(registry, trust, key)
     ensure_initialized(reg, signer)
     state = state_dir(find_root(), _settings())
     results = []
-    with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
+    # VM bakes need no Docker engine: do not start one for them
+    containers = any(not is_vm(rec) for rec in records)
+    with (
+        process.terminate_as_interrupt(),
+        docker.engine(process.run, state) if containers else contextlib.nullcontext() as eng,
+    ):
         for rec in records:
+            vm = is_vm(rec)
             results.append(
                 publish_record(
                     reg,
                     rec,
                     key=signer,
                     trusted=trusted,
-                    copy_image=copier(reg.url, process.run, eng),
+                    copy_image=vm_copier(reg.url) if vm else copier(reg.url, process.run, eng),
                     state=state,
                     runner=process.run,
                     engine=eng,
                     now=_now(),
                     freshness=client.FreshnessState.default(),
-                    collect_files=_files_collector(process.run, eng, rec),
+                    collect_files=None if vm else _files_collector(process.run, eng, rec),
                 )
             )
     return results
@@ -183,7 +214,7 @@ def publish(
         print_json({"ok": True, **res.to_json()})
     else:
         state = "published" if res.created else "already published"
-        line(f"{state} {res.name}@{res.version}  {res.ref}")
+        line(f"{state} {res.name}@{res.version}  {res.ref or res.digest}")
 
 
 @app.command()
@@ -351,6 +382,50 @@ def resolve(
     _reg, res = verified(spec, registry, trust, target)
     out = format_resolution(res, "json" if as_json else fmt)
     typer.echo(out.rstrip("\n"))
+
+
+@app.command()
+@handled
+def fetch(
+    spec: Annotated[str, typer.Argument(help="NAME@CHANNEL, NAME@VERSION or NAME@latest.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the disk, e.g. web.qcow2.")],
+    registry: RegistryOpt = None,
+    trust: TrustOpt = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target.")] = "qemu",
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a VM image (disk, kernel, initrd) after the checks `bake resolve` makes; each
+    file's bytes are checked against its signed digest before it is put in place."""
+    from bake import vm
+    from bake.registry import disks
+    from bake.resolving import verified
+
+    reg, res = verified(spec, registry, trust, target)
+    if not res.files:
+        raise BakeError(
+            f"{res.name}@{res.version} ({target}) is not a file artifact: nothing to fetch",
+            "containers are pulled by their ref: `bake resolve` prints it",
+        )
+    stem = out.name.removesuffix(".qcow2")
+    dests = {
+        "disk": out,
+        "kernel": out.with_name(f"{stem}.vmlinuz"),
+        "initrd": out.with_name(f"{stem}.initrd.img"),
+    }
+    got = {f.role: f for f in disks.fetch(reg.url, res.ref, res.files, dests)}
+    boot = (
+        f"qemu-system-x86_64 -m 1024 -nographic -kernel {dests['kernel']} -initrd {dests['initrd']} "
+        f'-append "{vm.KERNEL_CMDLINE}" -drive file={out},if=virtio,format=qcow2'
+    )
+    if as_json:
+        files = {r: {"path": str(f.path), "digest": f.digest, "size": f.size} for r, f in got.items()}
+        print_json({"ok": True, **res.to_json(), "fetched": files, "boot": boot})
+        return
+    line(f"fetched {res.name}@{res.version} ({res.digest[:19]})")
+    for role in ("disk", "kernel", "initrd"):
+        if role in got:
+            line(f"  {role:<7} {got[role].path}  {got[role].size} bytes, sha256 checked")
+    line(f"  boot    {boot}")
 
 
 @app.command()

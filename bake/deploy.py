@@ -64,6 +64,7 @@ class Resolution:
     attestations: Mapping[str, str] = field(default_factory=dict)
     registry: str = ""
     serial: int = 0  # the index serial it was resolved against
+    files: Mapping[str, str] = field(default_factory=dict)  # role -> digest (a VM's disk, kernel, …)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class Resolution:
             "attestations": dict(self.attestations),
             "registry": self.registry,
             "serial": self.serial,
+            **({"files": dict(self.files)} if self.files else {}),
         }
 
 
@@ -124,6 +126,7 @@ def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
         attestations=dict(picked.build.attestations),
         registry=snapshot.url,
         serial=snapshot.index.serial,
+        files=dict(output.files),
     )
 
 
@@ -168,6 +171,7 @@ def format_resolution(res: Resolution, fmt: str) -> str:
             ("digest", res.digest),
             ("ref", res.ref),
             ("artifact", res.artifact_id),
+            *((f"{role}", digest) for role, digest in sorted(res.files.items())),
             ("bake key", res.bake_key),
             *((f"{kind}", digest) for kind, digest in sorted(res.attestations.items())),
             ("registry", f"{res.registry} (serial {res.serial})"),

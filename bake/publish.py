@@ -30,9 +30,12 @@ from bake.registry.semver import parse as parse_semver
 
 BUILDER_ID = f"https://bake.invalid/builder/bake@{__version__}"
 BUILD_TYPE = "https://bake.invalid/build-types/packer-docker/v1"
+VM_ROLES = ("disk", "kernel", "initrd")  # what boots a qcow2 VM image (direct kernel boot)
 FILES_PREDICATE = "https://bake.invalid/attestation/file-manifest/v1"  # = filemanifest.FILE_MANIFEST
 
-ImageCopier = Callable[[BuildRecord], tuple[str, str]]  # record → (ref by digest, digest)
+# record → (ref by digest, digest); the ref is None where the digest alone finds the bytes
+# (a VM disk in a dir: registry is the blob of that digest)
+ImageCopier = Callable[[BuildRecord], tuple[str | None, str]]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class PublishResult:
     name: str
     version: str  # full version with build number
     created: bool
-    ref: str
+    ref: str | None
     digest: str
     attestations: Mapping[str, str]
     registry: str
@@ -82,7 +85,7 @@ def provenance(record: BuildRecord, parent_digest: str | None) -> dict[str, obje
         deps.append((f"parent:{(record.parent or {}).get('name', '')}", parent_digest))
     finished = record.created
     return attest.slsa_provenance(
-        build_type=BUILD_TYPE,
+        build_type=BUILD_TYPE.replace("packer-docker", f"packer-{record.target}"),
         external_parameters={
             "recipe": record.name,
             "version": record.version,
@@ -150,9 +153,23 @@ def dpkg_status(runner: Runner, engine: Engine, image: str) -> str:
     return result.stdout
 
 
+def vm_files(record: BuildRecord) -> dict[str, str]:
+    """role -> digest of a qcow2 record's disk, kernel and initrd."""
+    art = record.artifact
+    return {
+        "disk": str(art["digest"]),
+        "kernel": str(art["kernel"]["digest"]),
+        "initrd": str(art["initrd"]["digest"]),
+    }
+
+
+def is_vm(record: BuildRecord) -> bool:
+    return record.artifact.get("type") == "qcow2"
+
+
 def attestations(
     record: BuildRecord,
-    subject: tuple[str, str],
+    subjects: Sequence[tuple[str, str]],
     key: SigningKey,
     *,
     dpkg: str | None,
@@ -160,8 +177,9 @@ def attestations(
     parent_digest: str | None,
     now: str,
 ) -> dict[str, bytes]:
-    """Signed DSSE envelopes (as bytes) by attestation kind."""
-    subjects = [subject]
+    """Signed DSSE envelopes (as bytes) by attestation kind; the first subject is the image."""
+    subjects = list(subjects)
+    subject = subjects[0]
     out = {
         "provenance": attest.sign_statement(
             attest.statement(subjects, attest.SLSA_PROVENANCE, provenance(record, parent_digest)), key
@@ -189,7 +207,7 @@ def publish_record(
     copy_image: ImageCopier,
     state: Path,
     runner: Runner,
-    engine: Engine,
+    engine: Engine | None,
     now: datetime,
     freshness: client.FreshnessState | None,
     collect_files: Callable[[str, Sequence[str]], Mapping[str, object]] | None = None,
@@ -232,18 +250,26 @@ def publish_record(
         parent_spec = f"{pname}@{hit[0]}"
         parent_digest = hit[1].targets[record.target].digest if record.target in hit[1].targets else None
 
-    image_id = str(record.artifact["image_id"])
     ref, digest = copy_image(record)
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    subject = (ref.split("@", 1)[0], digest)
+    files: dict[str, str] = {}
+    image_id: str | None = None
+    if is_vm(record):
+        files = vm_files(record)
+        subjects = [(f"{record.name}.{role}", files[role]) for role in VM_ROLES]
+        status = record.artifact.get("dpkg_status")
+        dpkg = Path(str(status)).read_text(encoding="utf-8") if status else None
+        manifest = None
+    else:
+        if engine is None:
+            raise BakeError(f"publishing the container image of {record.name} needs a Docker engine")
+        image_id = str(record.artifact["image_id"])
+        subjects = [((ref or record.name).split("@", 1)[0], digest)]
+        dpkg = dpkg_status(runner, engine, image_id)
+        volatile = list(record.artifact.get("volatile") or [])
+        manifest = collect_files(image_id, volatile) if collect_files else None
     envelopes = attestations(
-        record,
-        subject,
-        key,
-        dpkg=dpkg_status(runner, engine, image_id),
-        files=collect_files(image_id, list(record.artifact.get("volatile") or [])) if collect_files else None,
-        parent_digest=parent_digest,
-        now=stamp,
+        record, subjects, key, dpkg=dpkg, files=manifest, parent_digest=parent_digest, now=stamp
     )
     blobs = {kind: registry.write_blob(data) for kind, data in envelopes.items()}
     release = Release(
@@ -251,7 +277,15 @@ def publish_record(
         version=record.version,
         bake_key=record.bake_key,
         created=now,
-        targets={record.target: TargetOutput(digest=digest, ref=ref, artifact_id=None, image_id=image_id)},
+        targets={
+            record.target: TargetOutput(
+                digest=digest,
+                ref=ref,
+                artifact_id=f"{record.name}.qcow2" if files else None,
+                image_id=image_id,
+                files=files,
+            )
+        },
         attestations=blobs,
         parent=parent_spec,
     )

@@ -144,3 +144,10 @@ def localize(res: Resolution, registry_url: str) -> Resolution:
 def check_artifact(res: Resolution, cache: HashCache | None = None) -> None:
     if res.ref and res.ref.startswith(LAYOUT_SCHEME):
         check_layout_image(res.ref, cache or default_cache())
+    if res.files and res.registry.startswith("dir:"):
+        # a VM image's files are blobs of the dir: registry itself (bake/registry/disks.py)
+        cache = cache or default_cache()
+        root = Path(res.registry.removeprefix("dir:"))
+        for role, digest in sorted(res.files.items()):
+            _check_blob(root, digest, f"VM {role}", cache)
+        cache.save()

@@ -38,6 +38,7 @@ from bake.vm import BootFiles, Machine, check_disk_sizes, first_line, generate_k
 from bake.vmverify import Spawner, verify_vm_disk
 
 DEFAULT_OPTIONS = BuildOptions()
+DPKG_STATUS_FILE = "dpkg-status"  # beside the disk: what the verified instance had installed
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
             shutil.rmtree(output, ignore_errors=True)
             raise
         report = verified.report
+        if verified.dpkg_status is not None:
+            (output / DPKG_STATUS_FILE).write_text(verified.dpkg_status, encoding="utf-8")
         timings["verify"] = report.seconds
         timings["verify_boot"] = verified.boot_seconds
         if not report.ok:
@@ -298,7 +301,10 @@ def artifact_doc(boot: BootFiles, digests: Mapping[Path, str]) -> dict[str, Any]
     def part(p: Path) -> dict[str, Any]:
         return {"path": str(p), "digest": digests[p], "size": p.stat().st_size}
 
+    status = boot.disk.parent / DPKG_STATUS_FILE
+    extra = {"dpkg_status": str(status)} if status.is_file() else {}
     return {
+        **extra,
         "type": "qcow2",
         "path": str(boot.disk),
         "digest": digests[boot.disk],

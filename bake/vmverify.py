@@ -30,6 +30,7 @@ BOOT_TIMEOUT = {"kvm": 180.0, "tcg": 900.0}
 POWEROFF_WAIT = 30.0
 PORT_ATTEMPTS = 3
 METHOD = "booted-vm"
+DPKG_STATUS = ("cat", "/var/lib/dpkg/status")
 
 Spawner = Callable[[Call, Path], Spawned]
 
@@ -189,6 +190,7 @@ class VmVerification:
     report: VerifyReport
     boot_seconds: float  # QEMU start → SSH answers and systemd has finished booting
     system_state: str
+    dpkg_status: str | None = None  # /var/lib/dpkg/status of the verified instance
 
 
 def verify_vm_disk(
@@ -216,6 +218,10 @@ def verify_vm_disk(
                 + vm.tail(result.stdout + result.stderr, 20)
             )
         instance = f"qemu ssh://root@127.0.0.1:{booted.port} (system {booted.system_state})"
+        # the installed packages, for the SBOM a publish attests (read from the instance
+        # that was verified: the final disk itself is never mounted)
+        status = runner(Call(argv=vm.ssh_argv(booted.config, *DPKG_STATUS), check=False, timeout=120))
+        dpkg = status.stdout if status.returncode == 0 and status.stdout.strip() else None
     ok = not checks or (bool(results) and all(r.outcome in ("passed", "skipped") for r in results))
     report = VerifyReport(
         ok=ok,
@@ -225,4 +231,4 @@ def verify_vm_disk(
         method=METHOD,
         seconds=time.monotonic() - start,
     )
-    return VmVerification(report, booted.boot_seconds, booted.system_state)
+    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg)

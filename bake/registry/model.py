@@ -71,6 +71,12 @@ class TargetOutput:
     ref: str | None = None  # e.g. "registry.example/web@sha256:…"
     artifact_id: str | None = None  # e.g. an AMI id or a qcow2 file name
     image_id: str | None = None  # e.g. a docker image (config) id
+    # the files a deployer fetches, by role, when the artifact is more than one file:
+    # a qcow2 VM image is {"disk": …, "kernel": …, "initrd": …} (signed with the index)
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", _frozen(self.files))
 
 
 @dataclass(frozen=True)
@@ -536,15 +542,7 @@ def image_doc_to_json(doc: ImageDoc) -> dict[str, Any]:
                 "bake_key": b.bake_key,
                 "created": b.created,
                 "parent": b.parent,
-                "targets": {
-                    t: {
-                        "digest": o.digest,
-                        "ref": o.ref,
-                        "artifact_id": o.artifact_id,
-                        "image_id": o.image_id,
-                    }
-                    for t, o in b.targets.items()
-                },
+                "targets": {t: _target_json(o) for t, o in b.targets.items()},
                 "attestations": dict(b.attestations),
             }
             for key, b in doc.versions.items()
@@ -576,6 +574,18 @@ def encode_image_doc(doc: ImageDoc) -> bytes:
 
 def encode_index(index: Index) -> bytes:
     return canonical_json(index_to_json(index))
+
+
+def _target_json(o: TargetOutput) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "digest": o.digest,
+        "ref": o.ref,
+        "artifact_id": o.artifact_id,
+        "image_id": o.image_id,
+    }
+    if o.files:  # absent for single-file artifacts: their documents stay as they were
+        out["files"] = dict(o.files)
+    return out
 
 
 class _Fields:
@@ -648,6 +658,7 @@ def decode_image_doc(data: bytes, *, name: str) -> ImageDoc:
                 ref=f.opt_text(o, "ref", f"{path}.targets.{t}"),
                 artifact_id=f.opt_text(o, "artifact_id", f"{path}.targets.{t}"),
                 image_id=f.opt_text(o, "image_id", f"{path}.targets.{t}"),
+                files=f.textmap(o, "files", f"{path}.targets.{t}") if "files" in o else {},
             )
             for t, o in f.obj(b.get("targets"), f"{path}.targets").items()
         }

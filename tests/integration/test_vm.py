@@ -14,13 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from bake import packer, process, vm
 from bake.build import BuildOptions, Outcome
+from bake.cli import app
 from bake.digest import sha256_file
 from bake.errors import VerifyError
 from bake.plan import Plan, plan_recipe
@@ -29,8 +32,10 @@ from bake.record import find_good, load
 from bake.vmbuild import VmContext, bake_vm
 from tests.conftest import RECIPES, ROOT
 from tests.integration.conftest import environ, require
+from tests.integration.test_oci_registry import LiveRegistry, registry  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
+cli = CliRunner()
 
 
 def qemu_plan(path: Path, info: packer.PackerInfo) -> Plan:
@@ -256,3 +261,112 @@ def test_sigterm_while_verifying_leaves_no_vm_and_no_overlay(
     assert proc.returncode == 130, err[-2000:]
     assert not (work / "vm" / "overlay.qcow2").exists()
     assert_nothing_left(vm_ctx.state, ssh_before)
+
+
+# --- publish and fetch: the deployer's side of a VM image -------------------------------
+
+
+def _cli_env(vm_state: Path, keys: Path, url: str) -> dict[str, str]:
+    return {
+        "BAKE_STATE_DIR": str(vm_state),
+        "BAKE_SIGNING_KEY": str(keys / "ci.key"),
+        "BAKE_TRUST": str(keys / "ci.pub"),
+        "BAKE_REGISTRY": url,
+        "BAKE_KEY_PASSPHRASE": "",
+        "PACKER_TMP_DIR": str(vm_state / "packer-tmp"),
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",  # VMs need no Docker engine
+    }
+
+
+def _ok(env: dict[str, str], *args: str) -> str:
+    result = cli.invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("vm-keys")
+    _ok({"BAKE_KEY_PASSPHRASE": ""}, "keygen", "--out", str(folder / "ci"))
+    return folder
+
+
+def _fetch_and_check(env: dict[str, str], rec: dict[str, object], out: Path) -> dict[str, object]:
+    art = rec["artifact"]
+    assert isinstance(art, dict)
+    got = json.loads(_ok(env, "fetch", "web@stable", "-o", str(out), "--json"))
+    assert sha256_file(out) == art["digest"] == got["digest"]
+    assert sha256_file(out.with_name("web.vmlinuz")) == art["kernel"]["digest"]
+    assert sha256_file(out.with_name("web.initrd.img")) == art["initrd"]["digest"]
+    return dict(got)
+
+
+def test_bake_build_publishes_the_vm_and_fetch_returns_its_verified_bytes(
+    baked_vm_web: Outcome, vm_state: Path, keys: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "registry"
+    env = _cli_env(vm_state, keys, f"dir:{folder}")
+    # the CLI finds the verified bake of this key and publishes it (its parent first)
+    doc = json.loads(_ok(env, "build", "recipes/web.yaml", "-t", "qemu", "--offline", "--json"))
+    assert doc["cached"] is True and doc["published"] is None
+    doc = json.loads(
+        _ok(
+            env,
+            "build",
+            "recipes/web.yaml",
+            "-t",
+            "qemu",
+            "--offline",
+            "--registry",
+            f"dir:{folder}",
+            "--json",
+        )
+    )
+    assert doc["published"]["digest"] == baked_vm_web.record.artifact["digest"]
+    assert set(doc["published"]["attestations"]) == {"provenance", "test-result", "sbom"}
+    assert "debian-base" in _ok(env, "ls")
+    _ok(env, "promote", "web@latest", "stable")
+    # the SBOM lists what the booted, verified VM had installed
+    import base64
+
+    sbom = json.loads(
+        (folder / "blobs" / "sha256" / doc["published"]["attestations"]["sbom"][7:]).read_text()
+    )
+    statement = json.loads(base64.b64decode(sbom["payload"]))
+    names = {c["name"] for c in statement["predicate"]["components"]}
+    assert {"nginx-light", "linux-image-amd64", "openssh-server"} <= {n.split(":")[0] for n in names}
+    assert [s["name"] for s in statement["subject"]] == ["web.disk", "web.kernel", "web.initrd"]
+
+    got = _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
+    assert "-kernel" in str(got["boot"])
+    # a republish of the same bake key uploads nothing and adds no version
+    again = json.loads(_ok(env, "publish", str(baked_vm_web.record_path), "--json"))
+    assert again["created"] is False
+    # the registry's copy of the disk changed: resolve and fetch refuse it, and write nothing
+    blob = folder / "blobs" / "sha256" / str(baked_vm_web.record.artifact["digest"])[7:]
+    with blob.open("r+b") as f:
+        f.seek(1 << 20)
+        byte = f.read(1)
+        f.seek(1 << 20)
+        f.write(bytes([byte[0] ^ 1]))
+    out = tmp_path / "tampered" / "web.qcow2"
+    refused = cli.invoke(app, ["fetch", "web@stable", "-o", str(out)], env=env)
+    assert refused.exit_code != 0 and not out.exists()
+    assert "altered" in refused.output or "not the signed" in refused.output
+
+
+def test_vm_published_to_an_oci_registry_and_fetched(
+    baked_vm_web: Outcome,
+    vm_state: Path,
+    keys: Path,
+    registry: LiveRegistry,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    url = registry.url(f"bakevm{uuid.uuid4().hex[:8]}")
+    env = _cli_env(vm_state, keys, url)
+    pub = json.loads(_ok(env, "publish", str(baked_vm_web.record_path), "--json"))
+    assert pub["ref"].startswith(f"{registry.host}/") and "@sha256:" in pub["ref"]
+    _ok(env, "promote", "web@latest", "stable")
+    tf = _ok(env, "resolve", "web@stable", "-t", "qemu", "--format", "tfvars")
+    assert f'image_digest = "{baked_vm_web.record.artifact["digest"]}"' in tf
+    _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")

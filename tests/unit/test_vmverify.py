@@ -80,6 +80,8 @@ class FakeVm:
             Path(argv[-1]).write_bytes(b"overlay")
         elif argv[0] == "ssh" and "is-system-running" in argv:
             return Result(argv, 0, "running\n", "", 0.1)
+        elif argv[0] == "ssh" and argv[-2:] == vmverify.DPKG_STATUS:
+            return Result(argv, 0, "Package: nginx-light\nStatus: install ok installed\n", "", 0.1)
         elif argv[0] == "ssh" and "poweroff" in argv:
             self.spawned[-1].stop(timeout=5)  # the guest powers off: QEMU exits
         elif argv[1:3] == ("-m", "pytest"):
@@ -127,6 +129,7 @@ def test_verify_boots_an_overlay_runs_testinfra_over_ssh_and_leaves_nothing(
     assert out.report.ok and out.report.method == "booted-vm"
     assert [r.outcome for r in out.report.results] == ["passed", "passed"]
     assert out.system_state == "running" and "system running" in out.report.instance
+    assert out.dpkg_status is not None and "Package: nginx-light" in out.dpkg_status  # for the SBOM
     # the overlay is backed by the final disk, and the VM booted the overlay, not the disk
     overlay_call = next(c for c in fake.calls if c.argv[0] == "qemu-img")
     overlay = tmp_path / "v" / "vm" / "overlay.qcow2"
