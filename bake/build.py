@@ -85,8 +85,8 @@ def secret_env(plan: Plan, environ: Mapping[str, str]) -> tuple[dict[str, str], 
 def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> Outcome:
     if plan.target != "docker":
         raise BakeError(
-            f"`bake build` bakes the docker target here; {plan.target} renders with `bake render`",
-            "use --target docker",
+            f"bake.build bakes the docker target, not {plan.target}",
+            "the qemu target is baked by bake.vmbuild; cloud targets render with `bake render`",
         )
     if not opts.force and not opts.cold:
         cached = reusable(ctx, plan)

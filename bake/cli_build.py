@@ -19,6 +19,19 @@ RegistryOpt = Annotated[
 ]
 
 
+BAKED_TARGETS = ("docker", "qemu")
+
+
+def _check_target(target: str) -> None:
+    if target not in BAKED_TARGETS:
+        raise BakeError(
+            f"`bake build -t {target}` needs a cloud account and network access to the cloud; "
+            "bake renders and validates cloud templates but does not run them",
+            f"`bake render RECIPE -t {target} -o DIR`, then `packer build DIR` where the credentials "
+            f"are; bake builds: {', '.join(BAKED_TARGETS)}",
+        )
+
+
 def _upstream(offline: bool) -> Any:
     from bake import upstream
 
@@ -85,6 +98,7 @@ def build(
     """Bake: plan, render, packer build, verify in a fresh instance, record. With --registry,
     publish (or skip everything when the registry has this bake key). With --all DIR, bake
     a folder's recipes as a graph: unchanged ones start no packer at all."""
+    _check_target(target)
     _state, settings = _runtime()
     registry = registry or settings.registry
     if all_in is not None:

@@ -129,19 +129,19 @@ def describe(call: Call) -> str:
     return redact(shlex.join(call.argv), call.sensitive)
 
 
-def run(call: Call, on_line: LineSink | None = None) -> Result:  # noqa: PLR0915 - one linear protocol
-    """The real runner."""
-    start = time.monotonic()
+def _popen(call: Call, stdout: int | IO[bytes], stderr: int) -> subprocess.Popen[bytes]:
+    """Start `call` in a new session (a terminal's Ctrl-C reaches us, and we forward it
+    once); a missing tool is a ToolError with exit code 127 and an install hint."""
     tool = Path(call.argv[0]).name
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(call.argv),
             stdin=subprocess.PIPE if call.input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
             env=child_env(call.env),
             cwd=os.fspath(call.cwd) if call.cwd else None,
-            start_new_session=True,  # a terminal's Ctrl-C reaches us; we forward it once
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise ToolError(
@@ -149,6 +149,13 @@ def run(call: Call, on_line: LineSink | None = None) -> Result:  # noqa: PLR0915
             INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
             exit_code=127,
         ) from None
+
+
+def run(call: Call, on_line: LineSink | None = None) -> Result:  # noqa: PLR0915 - one linear protocol
+    """The real runner."""
+    start = time.monotonic()
+    tool = Path(call.argv[0]).name
+    proc = _popen(call, subprocess.PIPE, subprocess.PIPE)
     out_lines: list[str] = []
     err_tail: deque[str] = deque(maxlen=TAIL_LINES)
     interrupted: list[int] = []
@@ -293,24 +300,8 @@ class Spawned:
 def spawn(call: Call, log: Path) -> Spawned:
     """Start a background process with output to `log`; the caller stops it."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    tool = Path(call.argv[0]).name
     with log.open("ab") as sink:
-        try:
-            proc = subprocess.Popen(
-                list(call.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=child_env(call.env),
-                cwd=os.fspath(call.cwd) if call.cwd else None,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise ToolError(
-                f"{tool} not found",
-                INSTALL_HINTS.get(tool, f"install {tool}"),
-                exit_code=127,
-            ) from None
+        proc = _popen(call, sink, subprocess.STDOUT)
     return Spawned(pid=proc.pid, argv=call.argv, log=log, _proc=proc)
 
 
@@ -348,22 +339,7 @@ def stream(call: Call) -> Iterator[IO[bytes]]:  # noqa: PLR0915 - one linear pro
     """
     start = time.monotonic()
     tool = Path(call.argv[0]).name
-    try:
-        proc = subprocess.Popen(
-            list(call.argv),
-            stdin=subprocess.PIPE if call.input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=child_env(call.env),
-            cwd=os.fspath(call.cwd) if call.cwd else None,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise ToolError(
-            f"{tool} not found (command: {describe(call)})",
-            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
-            exit_code=127,
-        ) from None
+    proc = _popen(call, subprocess.PIPE, subprocess.PIPE)
     err_tail: deque[str] = deque(maxlen=TAIL_LINES)
     killed: list[str] = []
 

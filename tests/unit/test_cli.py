@@ -99,3 +99,18 @@ def test_init_scaffolds_a_valid_recipe(tmp_path: Path) -> None:
 def test_help_on_every_command(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_build_of_a_cloud_target_says_why_and_what_to_do_instead(tmp_path: Path) -> None:
+    env = {"BAKE_STATE_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["build", str(RECIPES / "web.yaml"), "-t", "amazon-ebs"], env=env)
+    assert result.exit_code != 0
+    assert "needs a cloud account" in result.output and "bake render" in result.output
+    assert not (tmp_path / "records").exists()
+
+
+def test_check_reproducible_is_for_containers(tmp_path: Path) -> None:
+    env = {"BAKE_STATE_DIR": str(tmp_path)}
+    args = ["build", str(RECIPES / "web.yaml"), "-t", "qemu", "--offline", "--check-reproducible"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code != 0 and "compares container images" in result.output
