@@ -316,7 +316,7 @@ def _build_all(
             if registry:
                 from bake.cli_registry import publish_records
 
-                (pub,) = publish_records([outcome.record], registry, trust, key)
+                (pub,) = publish_records([outcome.record], registry, trust, key, engine=eng)
                 detail = f"published {pub.name}@{pub.version}"
             status = "cached" if outcome.cached else "built"
             return graph.NodeResult(node.name, status, time.monotonic() - t0, p.version, detail)

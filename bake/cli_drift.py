@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,9 @@ def drift(
     trust: TrustOpt = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target the instance runs.")] = "docker",
     no_checks: Annotated[bool, typer.Option("--no-checks", help="Compare files only.")] = False,
+    ssh_config: Annotated[
+        Path | None, typer.Option("--ssh-config", help="ssh_config file for ssh:// hosts (ssh -F).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a live instance with the signed file manifest of its image, then re-run the
@@ -71,10 +75,17 @@ def drift(
     manifest = filemanifest.open_manifest(envelope, trusted, image_digest=res.digest)
     root = find_root()
     state = state_dir(root, load_settings(root))
-    with process.terminate_as_interrupt(), docker.engine(process.run, state) as eng:
-        engine = eng if host.startswith("docker://") else None
+    containers = host.startswith("docker://")  # an ssh:// host needs no Docker engine
+    engine_cm = docker.engine(process.run, state) if containers else contextlib.nullcontext(None)
+    with process.terminate_as_interrupt(), engine_cm as eng:
         report = driftmod.check_drift(
-            process.run, engine, manifest.entries, host, manifest.volatile, image_digest=res.digest
+            process.run,
+            eng,
+            manifest.entries,
+            host,
+            manifest.volatile,
+            image_digest=res.digest,
+            ssh_config=ssh_config,
         )
         verify = None
         if not no_checks and "test-result" in res.attestations:
@@ -87,11 +98,12 @@ def drift(
             if checks:
                 verify = run_checks(
                     process.run,
-                    eng.env,
+                    eng.env if eng is not None else {},
                     testinfra_host(host),
                     res.name,
                     checks,
                     Path(state) / "drift" / res.name,
+                    (f"--ssh-config={ssh_config.resolve()}",) if ssh_config else (),
                 )
     clean = report.clean and (verify is None or verify.ok)
     if as_json:

@@ -147,8 +147,10 @@ def copier(url: str, runner: Any, engine: Any) -> Any:
 
 
 def publish_records(
-    records: list[Any], registry: str | None, trust: list[str] | None, key: str | None
+    records: list[Any], registry: str | None, trust: list[str] | None, key: str | None, engine: Any = None
 ) -> list[Any]:
+    """Publish good build records; `engine`: a Docker engine already open (else one is
+    opened for container records, none for VM records)."""
     from bake import docker, process
     from bake.project import find_root, state_dir
     from bake.publish import is_vm, publish_record
@@ -159,10 +161,10 @@ def publish_records(
     state = state_dir(find_root(), _settings())
     results = []
     # VM bakes need no Docker engine: do not start one for them
-    containers = any(not is_vm(rec) for rec in records)
+    containers = engine is None and any(not is_vm(rec) for rec in records)
     with (
         process.terminate_as_interrupt(),
-        docker.engine(process.run, state) if containers else contextlib.nullcontext() as eng,
+        docker.engine(process.run, state) if containers else contextlib.nullcontext(engine) as eng,
     ):
         for rec in records:
             vm = is_vm(rec)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from bake import process
@@ -162,6 +163,7 @@ def check_drift(
     image_digest: str | None = None,
     streamer: Streamer = process.stream,
     environ: Mapping[str, str] | None = None,
+    ssh_config: Path | None = None,
 ) -> DriftReport:
     """Collect the live state of *host_url* in one stream and compare it with the manifest.
 
@@ -176,7 +178,7 @@ def check_drift(
             raise BakeError(f"checking {host_url} needs a Docker engine")
         runner(engine.call("container", "inspect", "--format", "{{.Id}}", instance.host))
     env = os.environ if environ is None else environ
-    with live_entries(engine, instance, vol, streamer=streamer, environ=env) as live:
+    with live_entries(engine, instance, vol, streamer=streamer, environ=env, ssh_config=ssh_config) as live:
         return compare(manifest_entries, live, vol, instance=host_url, image=image_digest)
 
 

@@ -33,6 +33,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Literal, cast
 from urllib.parse import urlsplit
 
@@ -330,9 +331,13 @@ def export_call(engine: Engine, container: str) -> Call:
     return engine.call("export", container, timeout=TIMEOUT)
 
 
-def ssh_call(instance: Instance, volatile: frozenset[str], environ: Mapping[str, str]) -> Call:
-    """One ssh command, non-interactive (no password or host-key prompt can hang it)."""
-    argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"]
+def ssh_call(
+    instance: Instance, volatile: frozenset[str], environ: Mapping[str, str], ssh_config: Path | None = None
+) -> Call:
+    """One ssh command, non-interactive (no password or host-key prompt can hang it);
+    `ssh_config`: an ssh_config file to use instead of the user's (`ssh -F`)."""
+    argv = ["ssh", *(("-F", str(ssh_config)) if ssh_config else ()), "-T", "-o", "BatchMode=yes"]
+    argv += ["-o", "ConnectTimeout=20"]
     if instance.port is not None:
         argv += ["-p", str(instance.port)]
     if instance.user:
@@ -351,6 +356,7 @@ def live_entries(
     *,
     streamer: Streamer = process.stream,
     environ: Mapping[str, str] | None = None,
+    ssh_config: Path | None = None,
 ) -> Iterator[Iterator[Entry]]:
     """The entries of a running instance, read while the block runs (the one stream)."""
     if instance.scheme == "docker":
@@ -359,7 +365,7 @@ def live_entries(
         with streamer(export_call(engine, instance.host)) as out:
             yield tar_entries(out, volatile)
     else:
-        call = ssh_call(instance, volatile, os.environ if environ is None else environ)
+        call = ssh_call(instance, volatile, os.environ if environ is None else environ, ssh_config)
         with streamer(call) as out:
             yield find_entries(out)
 

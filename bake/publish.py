@@ -259,7 +259,8 @@ def publish_record(
         subjects = [(f"{record.name}.{role}", files[role]) for role in VM_ROLES]
         status = record.artifact.get("dpkg_status")
         dpkg = Path(str(status)).read_text(encoding="utf-8") if status else None
-        manifest = None
+        taken = record.artifact.get("file_manifest")  # taken from the verified VM
+        manifest = json.loads(Path(str(taken)).read_bytes()) if taken else None
     else:
         if engine is None:
             raise BakeError(f"publishing the container image of {record.name} needs a Docker engine")

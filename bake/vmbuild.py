@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +26,9 @@ from typing import Any
 from bake import packer, process, vmaccel, vmbase
 from bake.build import BuildOptions, Outcome, packer_failure, secret_env
 from bake.compile import compile_plan, write_tree
-from bake.digest import sha256_file
+from bake.digest import canonical_json, sha256_file
 from bake.errors import BakeError, ToolError, VerifyError
+from bake.filemanifest import manifest_predicate, volatile_set
 from bake.plan import Plan
 from bake.process import Call, Interrupted, Runner
 from bake.progress import PlainReporter
@@ -35,10 +36,11 @@ from bake.recipe.models import QemuTarget
 from bake.record import BuildRecord, find_good, record_path, save
 from bake.verify import VerifyReport
 from bake.vm import BootFiles, Machine, check_disk_sizes, first_line, generate_keypair, packer_phases
-from bake.vmverify import Spawner, verify_vm_disk
+from bake.vmverify import VM_VOLATILE, Spawner, VmVerification, verify_vm_disk
 
 DEFAULT_OPTIONS = BuildOptions()
 DPKG_STATUS_FILE = "dpkg-status"  # beside the disk: what the verified instance had installed
+FILE_MANIFEST_FILE = "files.json"  # beside the disk: the verified instance's file manifest
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,14 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
         staged = final_files(output, plan.name)
         try:
             verified = verify_vm_disk(
-                ctx.runner, ctx.spawn, staged, machine, plan.name, plan.resolved.verify, work / "verify"
+                ctx.runner,
+                ctx.spawn,
+                staged,
+                machine,
+                plan.name,
+                plan.resolved.verify,
+                work / "verify",
+                volatile=plan.resolved.recipe.volatile,
             )
         except VerifyError as exc:
             failed(None, exc.message)
@@ -145,8 +154,7 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
             shutil.rmtree(output, ignore_errors=True)
             raise
         report = verified.report
-        if verified.dpkg_status is not None:
-            (output / DPKG_STATUS_FILE).write_text(verified.dpkg_status, encoding="utf-8")
+        write_evidence(output, verified, plan.resolved.recipe.volatile)
         timings["verify"] = report.seconds
         timings["verify_boot"] = verified.boot_seconds
         if not report.ok:
@@ -165,6 +173,16 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
     path = save(ctx.state, rec)
     ctx.reporter.note(f"{plan.name} {plan.version}: good ({artifact['digest'][:19]}, {boot.disk})")
     return Outcome(rec, path, cached=False, parents=tuple(parents))
+
+
+def write_evidence(folder: Path, verified: VmVerification, volatile: Sequence[str]) -> None:
+    """What the verified instance showed, kept beside the disk for the attestations a
+    publish makes: its dpkg status (SBOM) and file manifest (drift)."""
+    if verified.dpkg_status is not None:
+        (folder / DPKG_STATUS_FILE).write_text(verified.dpkg_status, encoding="utf-8")
+    if verified.files is not None:
+        vol = sorted(volatile_set((*VM_VOLATILE, *volatile)))
+        (folder / FILE_MANIFEST_FILE).write_bytes(canonical_json(manifest_predicate(verified.files, vol)))
 
 
 def _base(
@@ -301,8 +319,10 @@ def artifact_doc(boot: BootFiles, digests: Mapping[Path, str]) -> dict[str, Any]
     def part(p: Path) -> dict[str, Any]:
         return {"path": str(p), "digest": digests[p], "size": p.stat().st_size}
 
-    status = boot.disk.parent / DPKG_STATUS_FILE
-    extra = {"dpkg_status": str(status)} if status.is_file() else {}
+    extra = {}
+    for key, name in (("dpkg_status", DPKG_STATUS_FILE), ("file_manifest", FILE_MANIFEST_FILE)):
+        if (boot.disk.parent / name).is_file():
+            extra[key] = str(boot.disk.parent / name)
     return {
         **extra,
         "type": "qcow2",

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake import vm
+from bake import process, vm
 from bake.errors import VerifyError
+from bake.filemanifest import TIMEOUT, Entry, Streamer, find_command, find_entries, volatile_set
 from bake.process import Call, Interrupted, Runner, Spawned
 from bake.recipe.models import Check
 from bake.verify import VerifyReport, parse_junit, pytest_argv, write_module
@@ -30,6 +31,23 @@ BOOT_TIMEOUT = {"kvm": 180.0, "tcg": 900.0}
 POWEROFF_WAIT = 30.0
 PORT_ATTEMPTS = 3
 METHOD = "booted-vm"
+# made or changed by every instance as it boots and runs: its own host keys, machine-id,
+# the key it was given, systemd's state (random seed, timers), what daily timers keep and
+# fsck's lost+found
+VM_VOLATILE = (
+    "/etc/machine-id",
+    "/etc/ssh/ssh_host_ecdsa_key",
+    "/etc/ssh/ssh_host_ecdsa_key.pub",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_ed25519_key.pub",
+    "/root/.ssh",
+    "/var/lib/systemd",
+    "/var/lib/dhcp",
+    "/var/lib/private",
+    "/var/lib/logrotate",  # daily timers: logrotate's state, dpkg's database backups
+    "/var/backups",
+    "/lost+found",
+)
 DPKG_STATUS = ("cat", "/var/lib/dpkg/status")
 
 Spawner = Callable[[Call, Path], Spawned]
@@ -191,6 +209,14 @@ class VmVerification:
     boot_seconds: float  # QEMU start → SSH answers and systemd has finished booting
     system_state: str
     dpkg_status: str | None = None  # /var/lib/dpkg/status of the verified instance
+    files: tuple[Entry, ...] | None = None  # its file manifest, taken before the checks ran
+
+
+def collect_manifest(streamer: Streamer, config: Path, volatile: frozenset[str]) -> tuple[Entry, ...]:
+    """The file manifest of a booted VM: the one find | sha256sum pipeline `bake drift`
+    runs over SSH, so a live instance is later compared with exactly this."""
+    with streamer(Call(argv=vm.ssh_argv(config, find_command(volatile)), timeout=TIMEOUT)) as out:
+        return tuple(sorted(find_entries(out), key=lambda e: e.path))
 
 
 def verify_vm_disk(
@@ -201,13 +227,22 @@ def verify_vm_disk(
     recipe: str,
     checks: Sequence[Check],
     folder: Path,
+    *,
+    volatile: Sequence[str] | None = None,
+    streamer: Streamer = process.stream,
 ) -> VmVerification:
-    """Boot a fresh VM of `boot.disk`, run the checks with testinfra over SSH, tear it down."""
+    """Boot a fresh VM of `boot.disk`, run the checks with testinfra over SSH, tear it down.
+
+    With `volatile` (the recipe's own), the file manifest of the fresh instance is taken
+    first, before any check runs: what `bake drift` compares live VMs with."""
     start = time.monotonic()
     module, tests = write_module(recipe, checks, folder)
     junit = folder / "junit.xml"
     junit.unlink(missing_ok=True)
+    entries: tuple[Entry, ...] | None = None
     with boot_vm(runner, spawn, boot, machine, folder / "vm", label=f"bake-verify-{recipe}") as booted:
+        if volatile is not None:
+            entries = collect_manifest(streamer, booted.config, volatile_set((*VM_VOLATILE, *volatile)))
         argv = pytest_argv(module, vm.testinfra_hosts(), junit)
         argv = (*argv[:-1], f"--ssh-config={booted.config}", argv[-1])
         result = runner(Call(argv=argv, cwd=folder, check=False, timeout=1800))
@@ -231,4 +266,4 @@ def verify_vm_disk(
         method=METHOD,
         seconds=time.monotonic() - start,
     )
-    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg)
+    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg, entries)

@@ -370,3 +370,41 @@ def test_vm_published_to_an_oci_registry_and_fetched(
     tf = _ok(env, "resolve", "web@stable", "-t", "qemu", "--format", "tfvars")
     assert f'image_digest = "{baked_vm_web.record.artifact["digest"]}"' in tf
     _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
+
+
+def test_drift_of_a_live_vm_against_its_signed_manifest(
+    baked_vm_web: Outcome, vm_state: Path, keys: Path, tmp_path: Path, ssh_before: set[str]
+) -> None:
+    """A deployer's VM: fetched from the registry, booted, compared over SSH; then changed."""
+    from bake.vmverify import boot_vm
+
+    env = _cli_env(vm_state, keys, f"dir:{tmp_path / 'registry'}")
+    pub = json.loads(_ok(env, "publish", str(baked_vm_web.record_path), "--json"))
+    assert "files" in pub["attestations"]  # taken from the verified VM before its checks ran
+    _ok(env, "promote", "web@latest", "stable")
+    disk = tmp_path / "deploy" / "web.qcow2"
+    _ok(env, "fetch", "web@stable", "-o", str(disk))
+    boot = vm.BootFiles(disk, disk.with_name("web.vmlinuz"), disk.with_name("web.initrd.img"))
+    with boot_vm(process.run, process.spawn, boot, vm.Machine(), vm_state / "work" / "drift-vm") as live:
+        args = ["drift", "web@stable", "-t", "qemu", "--host", f"ssh://root@{vm.SSH_ALIAS}"]
+        args += ["--ssh-config", str(live.config), "--json"]
+        clean = cli.invoke(app, args, env=env)
+        assert clean.exit_code == 0, clean.output
+        doc = json.loads(clean.output)
+        assert doc["ok"] is True and doc["files"]["clean"] is True
+        assert doc["checks"]["failed"] == 0 and doc["checks"]["passed"] == 12
+
+        change = (
+            "echo '# by hand' >> /etc/nginx/conf.d/site.conf; touch /etc/added-by-hand; systemctl stop nginx"
+        )
+        process.run(process.Call(argv=vm.ssh_argv(live.config, change)))
+        drifted = cli.invoke(app, args, env=env)
+        assert drifted.exit_code == 1, drifted.output
+        doc = json.loads(drifted.output)
+        changed = {c["path"] for c in doc["files"]["changed"]}
+        added = {a["path"] for a in doc["files"]["added"]}
+        assert "/etc/nginx/conf.d/site.conf" in changed and "/etc/added-by-hand" in added
+        assert doc["checks"]["ok"] is False  # nginx no longer runs: its service check fails
+        failed = [r["title"] for r in doc["checks"]["results"] if r["outcome"] == "failed"]
+        assert any(t.startswith("service nginx") for t in failed), failed
+    assert_nothing_left(vm_state, ssh_before)

@@ -193,3 +193,31 @@ def test_ssh_banner_tells_sshd_from_a_bare_port() -> None:
         assert not vmverify.ssh_banner(silent.getsockname()[1], timeout=0.5)
     finally:
         silent.close()
+
+
+def test_the_file_manifest_is_taken_over_ssh_before_the_checks_run(tmp_path: Path, fake: FakeVm) -> None:
+    import contextlib
+    import io
+
+    from tests.unit.test_filemanifest import FIND_OUTPUT
+
+    streamed: list[Call] = []
+
+    @contextlib.contextmanager
+    def streamer(call: Call) -> Iterator[io.BytesIO]:
+        streamed.append(call)
+        assert not any(c.argv[1:3] == ("-m", "pytest") for c in fake.calls), "checks ran first"
+        yield io.BytesIO(FIND_OUTPUT)
+
+    boot = _boot(tmp_path)
+    out = vmverify.verify_vm_disk(
+        fake.run, fake.spawn, boot, vm.Machine(), "web", CHECKS, tmp_path / "v",
+        volatile=("/srv/cache",), streamer=streamer,
+    )  # fmt: skip
+    assert out.files is not None and [e.path for e in out.files][:2] == ["/bin", "/etc"]
+    (call,) = streamed
+    assert call.argv[:4] == ("ssh", "-F", call.argv[2], vm.SSH_ALIAS)
+    command = call.argv[-1]
+    assert command.startswith("env LC_ALL=C find / -xdev")
+    for path in ("/srv/cache", "/etc/machine-id", "/etc/ssh/ssh_host_ed25519_key", "/proc"):
+        assert path in command  # pruned: each instance has its own
