@@ -3,8 +3,9 @@
 The index signature covers image documents by digest, and they cover attestation blobs by
 digest. Here we open every attestation (signature by a trusted key, subject = the image
 digest) and, for images stored in an OCI layout inside a `dir:` registry, re-hash the
-manifest and every blob it references, so a changed byte anywhere is caught before a
-deployer gets a reference. (Refs in an OCI registry are verified by digest on pull.)
+manifest and every blob it references (for a VM image: its disk, kernel and initrd
+blobs), so a changed byte anywhere is caught before a deployer gets a reference. (Refs in
+an OCI registry are verified by digest on pull, VM files by `bake fetch`.)
 
 Re-hashing hundreds of MiB on every resolve would make it slow, so a blob that hashed
 right is remembered by (device, inode, size, mtime, ctime). ctime cannot be set from user
