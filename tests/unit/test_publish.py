@@ -13,10 +13,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from bake.cli import app
-from bake.digest import sha256_file
+from bake.digest import canonical_json, sha256_file
+from bake.filemanifest import manifest_predicate, volatile_set
 from bake.record import BuildRecord, save
 from bake.vm import BootFiles
-from bake.vmbuild import DPKG_STATUS_FILE, artifact_doc
+from bake.vmbuild import DPKG_STATUS_FILE, FILE_MANIFEST_FILE, artifact_doc
+from bake.vmverify import VM_VOLATILE
 
 cli = CliRunner()
 KEY = "sha256:" + "ab" * 32
@@ -31,6 +33,8 @@ def vm_record(state: Path) -> Path:
     (folder / DPKG_STATUS_FILE).write_text(
         "Package: nginx-light\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.22.1-9\n\n"
     )
+    manifest = manifest_predicate([], sorted(volatile_set(VM_VOLATILE)))
+    (folder / FILE_MANIFEST_FILE).write_bytes(canonical_json(manifest))
     art = artifact_doc(boot, {p: sha256_file(p) for p in (boot.disk, boot.kernel, boot.initrd)})
     rec = BuildRecord(
         status="good",
@@ -73,7 +77,7 @@ def test_publish_resolve_fetch_a_vm_image(env: dict[str, str], tmp_path: Path) -
     art = json.loads(record.read_text())["artifact"]
     pub = json.loads(run(env, "publish", str(record), "--json").output)
     assert pub["digest"] == art["digest"] and pub["ref"] is None
-    assert set(pub["attestations"]) == {"provenance", "test-result", "sbom"}
+    assert set(pub["attestations"]) == {"provenance", "test-result", "sbom", "files"}
 
     res = json.loads(run(env, "resolve", "web@latest", "-t", "qemu", "--json").output)
     assert res["files"] == {
