@@ -279,9 +279,10 @@ def _cli_env(vm_state: Path, keys: Path, url: str) -> dict[str, str]:
 
 
 def _ok(env: dict[str, str], *args: str) -> str:
+    """stdout alone: progress goes to stderr, the --json document to stdout."""
     result = cli.invoke(app, list(args), env=env)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -381,7 +382,7 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
         args += ["--ssh-config", str(live.config), "--json"]
         clean = cli.invoke(app, args, env=env)
         assert clean.exit_code == 0, clean.output
-        doc = json.loads(clean.output)
+        doc = json.loads(clean.stdout)
         assert doc["ok"] is True and doc["files"]["clean"] is True
         assert doc["checks"]["failed"] == 0 and doc["checks"]["passed"] == 12
 
@@ -391,7 +392,7 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
         process.run(process.Call(argv=vm.ssh_argv(live.config, change)))
         drifted = cli.invoke(app, args, env=env)
         assert drifted.exit_code == 1, drifted.output
-        doc = json.loads(drifted.output)
+        doc = json.loads(drifted.stdout)
         changed = {c["path"] for c in doc["files"]["changed"]}
         added = {a["path"] for a in doc["files"]["added"]}
         assert "/etc/nginx/conf.d/site.conf" in changed and "/etc/added-by-hand" in added
