@@ -127,12 +127,8 @@ def bake(ctx: BuildContext, plan: Plan, opts: BuildOptions = BuildOptions()) -> 
             raise
         timings["verify"] = report.seconds
         if not report.ok:
-            path = failed(report, "verify failed")
-            lines = [f"  ✗ {r.title}: {_first_line(r.message)}" for r in report.failed]
-            raise VerifyError(
-                f"{plan.name} {plan.version}: {len(report.failed)} of {len(report.results)} "
-                "verify checks failed:\n" + "\n".join(lines),
-                f"the image was not recorded as good; JUnit report: {report.junit}; record: {path}",
+            raise verify_failure(
+                plan, report, "the image was not recorded as good", failed(report, "verify failed")
             )
     version_tag = f"{image_repository(plan.name)}:{plan.version}"
     docker.tag(ctx.runner, ctx.engine, image_id, version_tag)
@@ -240,6 +236,16 @@ def _packer_build(
     if not image_id.startswith("sha256:"):
         raise ToolError(f"packer finished but reported no image for {plan.name}")
     return image_id
+
+
+def verify_failure(plan: Plan, report: VerifyReport, kept: str, record: Path) -> VerifyError:
+    """The error of a bake whose verify checks failed: which, and why (first lines)."""
+    lines = [f"  ✗ {r.title}: {_first_line(r.message)}" for r in report.failed]
+    return VerifyError(
+        f"{plan.name} {plan.version}: {len(report.failed)} of {len(report.results)} "
+        "verify checks failed:\n" + "\n".join(lines),
+        f"{kept}; JUnit report: {report.junit}; record: {record}",
+    )
 
 
 def _first_line(text: str) -> str:

@@ -219,26 +219,19 @@ def _build_vm(
     if as_json:
         print_json(doc)
         return
-    rec = outcome.record
-    line(f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {rec.artifact.get('path')}")
-    line(f"  digest    {rec.artifact.get('digest')}")
-    v = rec.verify
-    if v.get("skipped"):
-        line("  verify    skipped (--no-verify)")
-    else:
-        line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
-    line(f"  record    {outcome.record_path}")
-    if published is not None:
-        line(f"  published {published.name}@{published.version}  {published.ref or published.digest}")
+    _render_one(outcome, published, None)
 
 
 def _render_one(outcome: Any, published: Any, repro: Any) -> None:
     rec = outcome.record
     v = rec.verify
-    line(
-        f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {rec.artifact.get('image_id')}"
-    )
-    line(f"  tags      {rec.artifact.get('repository')}:{rec.version}")
+    vm = rec.artifact.get("type") == "qcow2"
+    what = rec.artifact.get("path") if vm else rec.artifact.get("image_id")
+    line(f"{'cached' if outcome.cached else 'baked'}  {rec.name} {rec.version}  {what}")
+    if vm:
+        line(f"  digest    {rec.artifact.get('digest')}")
+    else:
+        line(f"  tags      {rec.artifact.get('repository')}:{rec.version}")
     if rec.artifact.get("reproducible_digest"):
         line(f"  digest    {rec.artifact['reproducible_digest']} (reproducible)")
     if v.get("skipped"):
@@ -247,7 +240,7 @@ def _render_one(outcome: Any, published: Any, repro: Any) -> None:
         line(f"  verify    {v.get('passed')} passed, {v.get('failed')} failed ({v.get('method')})")
     line(f"  record    {outcome.record_path}")
     if published is not None:
-        line(f"  published {published.name}@{published.version}  {published.ref}")
+        line(f"  published {published.name}@{published.version}  {published.ref or published.digest}")
     if repro is not None:
         verdict = "reproducible" if repro.same else "NOT reproducible"
         line(f"  check     {verdict}: {repro.first} vs {repro.second}")

@@ -264,9 +264,3 @@ def tail(text: str, lines: int = 25) -> str:
     kept = [x for x in text.splitlines() if x.strip()][-lines:]
     return "\n".join("  | " + x for x in kept)
 
-
-def first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return "failed"

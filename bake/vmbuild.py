@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bake import packer, process, vmaccel, vmbase
-from bake.build import BuildOptions, Outcome, packer_failure, secret_env
+from bake.build import BuildOptions, Outcome, packer_failure, secret_env, verify_failure
 from bake.compile import compile_plan, write_tree
 from bake.digest import canonical_json, sha256_file
 from bake.errors import BakeError, ToolError, VerifyError
@@ -35,7 +35,7 @@ from bake.progress import PlainReporter
 from bake.recipe.models import QemuTarget
 from bake.record import BuildRecord, find_good, record_path, save
 from bake.verify import VerifyReport
-from bake.vm import BootFiles, Machine, check_disk_sizes, first_line, generate_keypair, packer_phases
+from bake.vm import BootFiles, Machine, check_disk_sizes, generate_keypair, packer_phases
 from bake.vmverify import VM_VOLATILE, Spawner, VmVerification, verify_vm_disk
 
 DEFAULT_OPTIONS = BuildOptions()
@@ -158,12 +158,8 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
         timings["verify"] = report.seconds
         timings["verify_boot"] = verified.boot_seconds
         if not report.ok:
-            path = failed(report, "verify failed")
-            lines = [f"  ✗ {r.title}: {first_line(r.message)}" for r in report.failed]
-            raise VerifyError(
-                f"{plan.name} {plan.version}: {len(report.failed)} of {len(report.results)} "
-                "verify checks failed:\n" + "\n".join(lines),
-                f"the disk was deleted, not recorded as good; JUnit report: {report.junit}; record: {path}",
+            raise verify_failure(
+                plan, report, "the disk was deleted, not recorded as good", failed(report, "verify failed")
             )
     boot = final_files(_keep(output, image_dir(ctx.state, plan)), plan.name)
     t0 = time.monotonic()

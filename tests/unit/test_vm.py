@@ -167,7 +167,5 @@ def test_packer_phases_of_a_build_that_failed_early() -> None:
     assert vm.packer_phases([]) == {}
 
 
-def test_tail_and_first_line() -> None:
+def test_tail() -> None:
     assert vm.tail("a\n\nb\nc\n", 2) == "  | b\n  | c"
-    assert vm.first_line("\n  boom: x\nmore") == "boom: x"
-    assert vm.first_line("") == "failed"
