@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bake import bootstrap, docker, packer, reproducible
 from bake.compile import compile_plan, image_repository, write_tree
@@ -342,14 +343,15 @@ def _record(
         },
         parent=dict(parent) if parent else None,
         timings=total,
-        verify={
-            **(report.to_json() if report else {"ok": None, "skipped": True}),
-            # the checks themselves travel with the image (test-result attestation), so
-            # `bake drift` can re-run them against a live instance
-            "checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.resolved.verify],
-        },
+        verify=verify_doc(plan, report.to_json() if report else {"ok": None, "skipped": True}),
         error=error,
     )
+
+
+def verify_doc(plan: Plan, report: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's `verify`: the report, and the checks themselves. They travel with the
+    image (test-result attestation), so `bake drift` can re-run them on a live instance."""
+    return {**report, "checks": [c.model_dump(mode="json", exclude_none=True) for c in plan.resolved.verify]}
 
 
 @dataclass(frozen=True)

@@ -263,4 +263,3 @@ def packer_phases(events: Iterable[tuple[float, Event]]) -> dict[str, float]:
 def tail(text: str, lines: int = 25) -> str:
     kept = [x for x in text.splitlines() if x.strip()][-lines:]
     return "\n".join("  | " + x for x in kept)
-

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bake import packer, process, vmaccel, vmbase
-from bake.build import BuildOptions, Outcome, packer_failure, secret_env, verify_failure
+from bake.build import BuildOptions, Outcome, packer_failure, secret_env, verify_doc, verify_failure
 from bake.compile import compile_plan, write_tree
 from bake.digest import canonical_json, sha256_file
 from bake.errors import BakeError, ToolError, VerifyError
@@ -361,6 +361,6 @@ def _record(
         artifact=art,
         parent=dict(parent),
         timings=total,
-        verify=report.to_json() if report else {"ok": None, "skipped": error is None},
+        verify=verify_doc(plan, report.to_json() if report else {"ok": None, "skipped": error is None}),
         error=error,
     )

@@ -125,8 +125,14 @@ def test_debian_base_and_web_boot_and_pass_their_checks(
     outcomes = {r["title"]: r["outcome"] for r in rec.verify["results"]}
     assert [o for t, o in outcomes.items() if t.startswith("service nginx")] == ["passed"]
     assert outcomes["port 8080"] == "passed" and outcomes["serves the site"] == "passed"
+    assert len(rec.verify["checks"]) == 12  # carried to the test-result attestation, for drift
     art = rec.artifact
     assert art["type"] == "qcow2" and art["boot"] == "direct-kernel"
+    # what the verified VM showed, for the SBOM and the drift manifest a publish signs
+    assert "Package: nginx-light" in Path(art["dpkg_status"]).read_text()
+    manifest = json.loads(Path(art["file_manifest"]).read_text())
+    paths = {e["path"] for e in manifest["entries"]}
+    assert "/etc/nginx/conf.d/site.conf" in paths and "/etc/machine-id" not in paths
     disk = Path(art["path"])
     assert art["digest"] == sha256_file(disk) and art["size"] == disk.stat().st_size
     for part in ("kernel", "initrd"):
