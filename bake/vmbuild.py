@@ -157,6 +157,7 @@ def _bake(ctx: VmContext, plan: Plan, opts: BuildOptions) -> Outcome:
         write_evidence(output, verified, plan.resolved.recipe.volatile)
         timings["verify"] = report.seconds
         timings["verify_boot"] = verified.boot_seconds
+        timings["verify_manifest"] = verified.manifest_seconds
         if not report.ok:
             raise verify_failure(
                 plan, report, "the disk was deleted, not recorded as good", failed(report, "verify failed")

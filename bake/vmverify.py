@@ -210,6 +210,7 @@ class VmVerification:
     system_state: str
     dpkg_status: str | None = None  # /var/lib/dpkg/status of the verified instance
     files: tuple[Entry, ...] | None = None  # its file manifest, taken before the checks ran
+    manifest_seconds: float = 0.0
 
 
 def collect_manifest(streamer: Streamer, config: Path, volatile: frozenset[str]) -> tuple[Entry, ...]:
@@ -240,9 +241,12 @@ def verify_vm_disk(
     junit = folder / "junit.xml"
     junit.unlink(missing_ok=True)
     entries: tuple[Entry, ...] | None = None
+    manifest_seconds = 0.0
     with boot_vm(runner, spawn, boot, machine, folder / "vm", label=f"bake-verify-{recipe}") as booted:
         if volatile is not None:
+            t0 = time.monotonic()
             entries = collect_manifest(streamer, booted.config, volatile_set((*VM_VOLATILE, *volatile)))
+            manifest_seconds = time.monotonic() - t0
         argv = pytest_argv(module, vm.testinfra_hosts(), junit)
         argv = (*argv[:-1], f"--ssh-config={booted.config}", argv[-1])
         result = runner(Call(argv=argv, cwd=folder, check=False, timeout=1800))
@@ -266,4 +270,4 @@ def verify_vm_disk(
         method=METHOD,
         seconds=time.monotonic() - start,
     )
-    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg, entries)
+    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg, entries, manifest_seconds)

@@ -44,6 +44,7 @@ PHASES = (
     ("packer: shutdown", "packer_shutdown"),
     ("packer: compaction (qemu-img convert -c)", "packer_compaction"),
     ("verify: boot to SSH + systemd up", "verify_boot"),
+    ("verify: file manifest over SSH (for drift)", "verify_manifest"),
     ("verify: checks + power off", "verify_checks"),
     ("digest (sha256 of disk, kernel, initrd)", "digest"),
 )
@@ -64,7 +65,7 @@ class EventLog(PlainReporter):
 def phases(rec: BuildRecord) -> dict[str, float]:
     t = dict(rec.timings)
     if "verify" in t:
-        t["verify_checks"] = t["verify"] - t.get("verify_boot", 0.0)
+        t["verify_checks"] = t["verify"] - t.get("verify_boot", 0.0) - t.get("verify_manifest", 0.0)
     return {key: round(t[key], 1) for _label, key in PHASES if key in t}
 
 
