@@ -87,23 +87,19 @@ def keygen(
 
 def vm_copier(url: str) -> Any:
     """How a VM record's disk, kernel and initrd get into the registry."""
-    from bake.publish import image_tag, is_vm
+    from bake.publish import image_tag, is_vm, vm_parts
     from bake.registry import disks
 
     def copy(record: Any) -> tuple[str | None, str]:
         if not is_vm(record):
             raise BakeError(f"{record.name}: not a VM bake (artifact type {record.artifact.get('type')!r})")
-        art = record.artifact
-        files = [
-            disks.DiskFile("disk", Path(str(art["path"])), str(art["digest"])),
-            disks.DiskFile("kernel", Path(str(art["kernel"]["path"])), str(art["kernel"]["digest"])),
-            disks.DiskFile("initrd", Path(str(art["initrd"]["path"])), str(art["initrd"]["digest"])),
-        ]
+        files = [disks.DiskFile(*part) for part in vm_parts(record)]
+        digest = str(record.artifact["digest"])
         if url.startswith("oci://"):
             repo = f"{url.removeprefix('oci://').rstrip('/')}/{record.name}"
-            return disks.push_to_oci(files, repo, image_tag(record)), str(art["digest"])
+            return disks.push_to_oci(files, repo, image_tag(record)), digest
         disks.store_in_dir(Path(url.removeprefix("dir:")).resolve(), files)
-        return None, str(art["digest"])  # the blob of that digest
+        return None, digest  # the blob of that digest
 
     return copy
 
@@ -399,6 +395,7 @@ def fetch(
     """Download a VM image (disk, kernel, initrd) after the checks `bake resolve` makes; each
     file's bytes are checked against its signed digest before it is put in place."""
     from bake import vm
+    from bake.publish import VM_ROLES
     from bake.registry import disks
     from bake.resolving import verified
 
@@ -424,7 +421,7 @@ def fetch(
         print_json({"ok": True, **res.to_json(), "fetched": files, "boot": boot})
         return
     line(f"fetched {res.name}@{res.version} ({res.digest[:19]})")
-    for role in ("disk", "kernel", "initrd"):
+    for role in VM_ROLES:
         if role in got:
             line(f"  {role:<7} {got[role].path}  {got[role].size} bytes, sha256 checked")
     line(f"  boot    {boot}")

@@ -29,7 +29,7 @@ from bake.registry.model import Build, ImageDoc, Release, TargetOutput
 from bake.registry.semver import parse as parse_semver
 
 BUILDER_ID = f"https://bake.invalid/builder/bake@{__version__}"
-BUILD_TYPE = "https://bake.invalid/build-types/packer-docker/v1"
+BUILD_TYPE = "https://bake.invalid/build-types/packer-{target}/v1"
 VM_ROLES = ("disk", "kernel", "initrd")  # what boots a qcow2 VM image (direct kernel boot)
 FILES_PREDICATE = "https://bake.invalid/attestation/file-manifest/v1"  # = filemanifest.FILE_MANIFEST
 
@@ -85,7 +85,7 @@ def provenance(record: BuildRecord, parent_digest: str | None) -> dict[str, obje
         deps.append((f"parent:{(record.parent or {}).get('name', '')}", parent_digest))
     finished = record.created
     return attest.slsa_provenance(
-        build_type=BUILD_TYPE.replace("packer-docker", f"packer-{record.target}"),
+        build_type=BUILD_TYPE.format(target=record.target),
         external_parameters={
             "recipe": record.name,
             "version": record.version,
@@ -153,14 +153,16 @@ def dpkg_status(runner: Runner, engine: Engine, image: str) -> str:
     return result.stdout
 
 
+def vm_parts(record: BuildRecord) -> list[tuple[str, Path, str]]:
+    """(role, path, digest) of a qcow2 record's disk, kernel and initrd, in VM_ROLES order."""
+    art = record.artifact
+    parts = {"disk": art, "kernel": art["kernel"], "initrd": art["initrd"]}
+    return [(role, Path(str(parts[role]["path"])), str(parts[role]["digest"])) for role in VM_ROLES]
+
+
 def vm_files(record: BuildRecord) -> dict[str, str]:
     """role -> digest of a qcow2 record's disk, kernel and initrd."""
-    art = record.artifact
-    return {
-        "disk": str(art["digest"]),
-        "kernel": str(art["kernel"]["digest"]),
-        "initrd": str(art["initrd"]["digest"]),
-    }
+    return {role: digest for role, _path, digest in vm_parts(record)}
 
 
 def is_vm(record: BuildRecord) -> bool:

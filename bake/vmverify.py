@@ -25,7 +25,7 @@ from bake.errors import VerifyError
 from bake.filemanifest import TIMEOUT, Entry, Streamer, find_command, find_entries, volatile_set
 from bake.process import Call, Interrupted, Runner, Spawned
 from bake.recipe.models import Check
-from bake.verify import VerifyReport, parse_junit, pytest_argv, write_module
+from bake.verify import VerifyReport, run_module, write_module
 
 BOOT_TIMEOUT = {"kvm": 180.0, "tcg": 900.0}
 POWEROFF_WAIT = 30.0
@@ -238,8 +238,6 @@ def verify_vm_disk(
     first, before any check runs: what `bake drift` compares live VMs with."""
     start = time.monotonic()
     module, tests = write_module(recipe, checks, folder)
-    junit = folder / "junit.xml"
-    junit.unlink(missing_ok=True)
     entries: tuple[Entry, ...] | None = None
     manifest_seconds = 0.0
     with boot_vm(runner, spawn, boot, machine, folder / "vm", label=f"bake-verify-{recipe}") as booted:
@@ -247,15 +245,8 @@ def verify_vm_disk(
             t0 = time.monotonic()
             entries = collect_manifest(streamer, booted.config, volatile_set((*VM_VOLATILE, *volatile)))
             manifest_seconds = time.monotonic() - t0
-        argv = pytest_argv(module, vm.testinfra_hosts(), junit)
-        argv = (*argv[:-1], f"--ssh-config={booted.config}", argv[-1])
-        result = runner(Call(argv=argv, cwd=folder, check=False, timeout=1800))
-        results = parse_junit(junit, tests)
-        if not junit.is_file() and result.returncode != 0:
-            raise VerifyError(
-                f"pytest could not run the checks (exit {result.returncode}):\n"
-                + vm.tail(result.stdout + result.stderr, 20)
-            )
+        ssh_config = (f"--ssh-config={booted.config}",)
+        results = run_module(runner, {}, vm.testinfra_hosts(), module, tests, ssh_config) if checks else []
         instance = f"qemu ssh://root@127.0.0.1:{booted.port} (system {booted.system_state})"
         # the installed packages, for the SBOM a publish attests (read from the instance
         # that was verified: the final disk itself is never mounted)
@@ -265,7 +256,7 @@ def verify_vm_disk(
     report = VerifyReport(
         ok=ok,
         results=tuple(results),
-        junit=str(junit),
+        junit=str(module.parent / "junit.xml"),
         instance=instance,
         method=METHOD,
         seconds=time.monotonic() - start,
