@@ -14,7 +14,7 @@ from bake.errors import BakeError
 
 
 def _resolve(argv: list[str]) -> int:
-    from bake.output import error
+    from bake.ui.output import error
 
     parser = argparse.ArgumentParser(prog="bake resolve", add_help=False)
     parser.add_argument("spec")
@@ -28,11 +28,12 @@ def _resolve(argv: list[str]) -> int:
     if unknown:
         return -1  # let Typer report the usage error
     try:
-        from bake.deploy import format_resolution
-        from bake.resolving import verified
+        from bake.app import deploy
+        from bake.app.session import RegistryAccess, Session
 
-        _reg, res = verified(args.spec, args.registry, args.trust, args.target)
-        out = format_resolution(res, "json" if args.as_json else args.fmt)
+        access = RegistryAccess(url=args.registry, trust=tuple(args.trust or ()))
+        res = deploy.resolve(Session.load(), access, args.spec, args.target)
+        out = deploy.render(res, "json" if args.as_json else args.fmt)
     except BakeError as exc:
         if args.debug:
             raise

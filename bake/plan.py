@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bake.packer import PackerInfo
+from bake.infra.packer import PackerInfo
 from bake.recipe.load import Resolved, resolve, resolve_targets
 from bake.recipe.models import Bootstrap
 
@@ -85,7 +85,8 @@ def recipe_document(resolved: Resolved) -> dict[str, Any]:
             }
             for i, s in resolved.steps
         ],
-        "verify": [c.model_dump(mode="json", exclude_none=True) for c in resolved.verify],
+        # the checks that apply to this target, like the steps (`when` itself is no input)
+        "verify": [c.model_dump(mode="json", exclude_none=True, exclude={"when"}) for c in resolved.verify],
         "volatile": list(recipe.volatile),
     }
 
@@ -156,7 +157,7 @@ def plan_recipe(
     upstream: Upstream | None = None,
 ) -> list[Plan]:
     """Plans for the requested targets (default: every target the recipe declares)."""
-    from bake.compile import template_digests
+    from bake.compile.template import template_digests
 
     if targets:
         resolved = [

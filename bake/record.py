@@ -3,20 +3,22 @@
 A record is `good` only when Packer succeeded AND every verify check passed; a failed bake
 writes a `failed` record (useful for CI reports) that nothing will ever publish. Records
 live in the state folder by recipe, target and bake key, which is also how a later bake
-finds a good parent without rebuilding it.
+finds a good parent without rebuilding it. The artifact is written and read by its target
+(each target keeps its own fields), so a record reads the same whatever made it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bake import targets
 from bake.errors import BakeError
+from bake.infra.fsutil import write_json
+from bake.targets.base import Artifact
 
 SCHEMA = "bake.record/v1"
 
@@ -31,8 +33,8 @@ class BuildRecord:
     recipe_path: str
     packer_version: str
     created: str
+    artifact: Artifact
     inputs: Mapping[str, str] = field(default_factory=dict)
-    artifact: Mapping[str, Any] = field(default_factory=dict)
     parent: Mapping[str, Any] | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     verify: Mapping[str, Any] = field(default_factory=dict)
@@ -54,7 +56,7 @@ class BuildRecord:
             "packer_version": self.packer_version,
             "created": self.created,
             "inputs": dict(self.inputs),
-            "artifact": dict(self.artifact),
+            "artifact": targets.get(self.target).artifact_to_json(self.artifact),
             "parent": dict(self.parent) if self.parent else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "verify": dict(self.verify),
@@ -66,17 +68,18 @@ class BuildRecord:
         if doc.get("schema") != SCHEMA:
             raise BakeError(f"{origin}: not a bake build record (schema {doc.get('schema')!r})")
         try:
+            target = str(doc["target"])
             return cls(
                 status=str(doc["status"]),
                 name=str(doc["name"]),
                 version=str(doc["version"]),
-                target=str(doc["target"]),
+                target=target,
                 bake_key=str(doc["bake_key"]),
                 recipe_path=str(doc["recipe_path"]),
                 packer_version=str(doc["packer_version"]),
                 created=str(doc["created"]),
                 inputs=dict(doc.get("inputs") or {}),
-                artifact=dict(doc.get("artifact") or {}),
+                artifact=targets.get(target).artifact_from_json(dict(doc.get("artifact") or {})),
                 parent=doc.get("parent"),
                 timings=dict(doc.get("timings") or {}),
                 verify=dict(doc.get("verify") or {}),
@@ -90,24 +93,9 @@ def record_path(state: Path, name: str, target: str, key: str) -> Path:
     return state / "records" / name / target / f"{key.removeprefix('sha256:')}.json"
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(state: Path, record: BuildRecord) -> Path:
     path = record_path(state, record.name, record.target, record.bake_key)
-    write_json_atomic(path, record.to_json())
+    write_json(path, record.to_json())
     return path
 
 
@@ -118,6 +106,8 @@ def load(path: Path) -> BuildRecord:
         raise BakeError(f"{path}: no such build record", "bake build writes one; see its output") from None
     except json.JSONDecodeError as exc:
         raise BakeError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise BakeError(f"{path}: not a bake build record (not a JSON object)")
     return BuildRecord.from_json(doc, str(path))
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so the bench runs from a checkout without installing
 
-from bake.digest import CHUNK, sha256_file  # noqa: E402  # needs the sys.path entry above
+from bake.attest.digest import CHUNK, sha256_file  # noqa: E402  # needs the sys.path entry above
 
 GOAL_RATIO = 1.1
 GOAL_PEAK = 16 * CHUNK
@@ -36,7 +36,7 @@ MIB = 1 << 20
 _CHILD = """
 import resource, sys
 from pathlib import Path
-from bake.digest import sha256_file
+from bake.attest.digest import sha256_file
 
 def peak_kib():
     try:

@@ -39,10 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so the bench runs from a checkout without installing
 
-from bake import docker, drift, process  # noqa: E402  # needs the sys.path entry above
-from bake import filemanifest as fm  # noqa: E402
-from bake.docker import Engine  # noqa: E402
-from bake.filemanifest import Entry  # noqa: E402
+from bake.attest import filemanifest as fm  # noqa: E402  # needs the sys.path entry above
+from bake.attest.filemanifest import Entry  # noqa: E402
+from bake.deploy import drift  # noqa: E402
+from bake.infra import process  # noqa: E402
+from bake.targets.docker import engine as docker  # noqa: E402
+from bake.targets.docker.engine import Engine  # noqa: E402
+from bake.targets.docker.evidence import DRIFT_LABEL, collect_image_manifest  # noqa: E402
 
 # nginx makes its temporary folders at start (run-time state, like a recipe's `volatile:`).
 DEFAULT_VOLATILE = ["/var/lib/nginx"]
@@ -92,10 +95,10 @@ def wait_running(eng: Engine, cid: str, timeout: float = 30.0) -> None:
 
 def run(eng: Engine, image: str, repeat: int, volatile: list[str]) -> dict[str, Any]:
     start = time.perf_counter()
-    manifest = fm.collect_image_manifest(process.run, eng, image, volatile)
+    manifest = collect_image_manifest(process.run, eng, image, volatile)
     manifest_s = time.perf_counter() - start
     name = f"bake-drift-bench-{secrets.token_hex(4)}"
-    cid = docker.run_detached(process.run, eng, image, name, labels={fm.DRIFT_LABEL: "bench"})
+    cid = docker.run_detached(process.run, eng, image, name, labels={DRIFT_LABEL: "bench"})
     try:
         wait_running(eng, cid)
         first = bake_check(eng, manifest, name, volatile)  # warms the page cache for everyone

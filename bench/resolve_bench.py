@@ -37,8 +37,8 @@ RESOLVE = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from bake.attest import load_public_key
-from bake.deploy import format_resolution, resolve
+from bake.attest.keys import load_public_key
+from bake.deploy.resolve import format_resolution, resolve
 from bake.registry.backend import open_registry
 from bake.registry.client import FreshnessState, read
 
@@ -56,9 +56,9 @@ sys.stdout.write(format_resolution(resolve(snapshot, spec, target), "env"))
 def build_registry(folder: Path, images: int, versions: int) -> tuple[str, Path, str, str]:
     """Return (registry URL, public key file, spec to resolve, its expected digest)."""
     sys.path.insert(0, str(ROOT))
-    from bake import attest
-    from bake.attest import load_signing_key, write_keypair
-    from bake.digest import canonical_json, sha256_bytes
+    from bake.attest import statements as attest
+    from bake.attest.digest import canonical_json, sha256_bytes
+    from bake.attest.keys import load_signing_key, write_keypair
     from bake.registry import client, model
     from bake.registry.dirstore import DirRegistry
 
@@ -137,8 +137,8 @@ def measure(runs: int, env: dict[str, str], resolve_argv: list[str], expected: s
 
 def in_process(url: str, pub: Path, spec: str, runs: int) -> float:
     """Median seconds of read + resolve inside a warm interpreter (imports excluded)."""
-    from bake.attest import load_public_key
-    from bake.deploy import resolve
+    from bake.attest.keys import load_public_key
+    from bake.deploy.resolve import resolve
     from bake.registry.backend import open_registry
     from bake.registry.client import read
 

@@ -27,12 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so the bench runs from a checkout without installing
 
-from bake import packer, process, vm  # noqa: E402  # needs the sys.path entry above
-from bake.build import BuildOptions  # noqa: E402
+from bake.infra import packer, process  # noqa: E402  # needs the sys.path entry above
 from bake.plan import plan_recipe  # noqa: E402
-from bake.progress import PlainReporter  # noqa: E402
 from bake.record import BuildRecord  # noqa: E402
-from bake.vmbuild import VmContext, bake_vm  # noqa: E402
+from bake.targets import loop  # noqa: E402
+from bake.targets.base import BakeContext, BakeOptions  # noqa: E402
+from bake.targets.qemu import Qemu  # noqa: E402
+from bake.targets.qemu import machine as vm  # noqa: E402
+from bake.targets.qemu.session import QemuSession  # noqa: E402
+from bake.ui.progress import PlainReporter  # noqa: E402
 
 # (label, record timing key) in the order a bake runs them
 PHASES = (
@@ -75,9 +78,10 @@ def run(recipe: Path, state: Path, accelerator: str | None) -> dict[str, Any]:
     log = EventLog()
     env = dict(os.environ)
     env.setdefault("PACKER_TMP_DIR", str(state / "packer-tmp"))
-    ctx = VmContext(process.run, state, log, env, accelerator=accelerator)
+    ctx = BakeContext(process.run, state, log, env)
     t0 = time.monotonic()
-    out = bake_vm(ctx, plan, BuildOptions(force=True))
+    with process.terminate_as_interrupt():
+        out = loop.bake(Qemu(accelerator), QemuSession(ctx, accelerator), ctx, plan, BakeOptions(force=True))
     wall = time.monotonic() - t0
     bakes = []
     for rec in (*out.parents, out.record):
@@ -98,8 +102,8 @@ def run(recipe: Path, state: Path, accelerator: str | None) -> dict[str, Any]:
                     / max(rec.timings.get("packer", 0.0), 1e-9),
                     2,
                 ),
-                "artifact_size": rec.artifact.get("size"),
-                "accelerator": rec.artifact.get("accelerator"),
+                "artifact_size": rec.artifact.files["disk"].size,
+                "accelerator": rec.artifact.meta.get("accelerator"),
                 "verify": {k: rec.verify.get(k) for k in ("method", "passed", "failed")},
             }
         )

@@ -69,8 +69,18 @@ def _message(err: Any, loc: Loc, model: type[BaseModel]) -> tuple[str, str | Non
 
 
 def allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
-    """The keys a mapping at ``loc`` (relative to ``model``) accepts."""
+    """The keys a mapping at ``loc`` (relative to ``model``) accepts. Under `targets:` the
+    target plug-ins say: their names, then each one's config model."""
     current: Any = model
+    if loc[:1] == ("targets",):
+        from bake import targets
+
+        if len(loc) == 1:
+            return list(targets.names())
+        config = targets.config_of(str(loc[1]))
+        if config is None:
+            return []
+        current, loc = config, loc[2:]
     for part in loc:
         if isinstance(part, int):
             current = _element_type(current)

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bake import targets
 from bake.errors import RecipeError
 from bake.recipe.errors import describe
-from bake.recipe.models import TARGETS, Check, Recipe, Step
+from bake.recipe.models import Check, Recipe, Step
 from bake.recipe.paths import inside, read_small
 from bake.recipe.render import (
     RESERVED,
@@ -55,9 +56,10 @@ class Resolved:
     vars: Mapping[str, Any]
     steps: tuple[tuple[int, Step], ...]  # (index in the recipe, step) after `when`
     files: tuple[FileInput, ...]
-    verify: tuple[Check, ...]  # inherited checks first
+    verify: tuple[Check, ...]  # the checks that apply, inherited ones first
     parent: Resolved | None
     chain: tuple[str, ...] = field(default=())  # names, this recipe first
+    skipped: tuple[tuple[Check, str], ...] = ()  # checks whose `when:` is false here, and why
 
     @property
     def name(self) -> str:
@@ -170,12 +172,13 @@ def resolve_targets(
 
 
 def declared_targets(chain: Sequence[_Doc]) -> tuple[str, ...]:
+    known = targets.names()
     names: set[str] = set()
     for doc in chain:
-        targets = doc.source.data.get("targets") or {}
-        if isinstance(targets, dict):
-            names.update(k for k in targets if k in TARGETS)
-    return tuple(t for t in TARGETS if t in names) or ("docker",)
+        declared = doc.source.data.get("targets") or {}
+        if isinstance(declared, dict):
+            names.update(k for k in declared if k in known)
+    return tuple(t for t in known if t in names) or ("docker",)
 
 
 def _resolve_chain(
@@ -229,7 +232,7 @@ def _resolve_chain(
     env_context = {**context, **{n: secret_marker(n) for n in secret_names}}
 
     def skip(loc: tuple[str | int, ...]) -> bool:
-        return loc in SKIP_RENDER or (len(loc) == 3 and loc[0] == "steps" and loc[2] == "when")
+        return loc in SKIP_RENDER or (len(loc) == 3 and loc[0] in ("steps", "verify") and loc[2] == "when")
 
     rendered = render_tree(data, (), doc.source, context, env_context, skip)
     try:
@@ -242,7 +245,14 @@ def _resolve_chain(
         if step.when is None or evaluate_when(step.when, context, Where(doc.source, ("steps", i, "when"))):
             steps.append((i, step))
     files = tuple(_file_inputs(doc, steps, context))
-    verify = (*(parent.verify if parent else ()), *recipe.verify)
+    checks: list[Check] = []
+    skipped: list[tuple[Check, str]] = []
+    for i, check in enumerate(recipe.verify):
+        if check.when is None or evaluate_when(check.when, context, Where(doc.source, ("verify", i, "when"))):
+            checks.append(check)
+        else:
+            skipped.append((check, f"when: {check.when} is false for target {target}"))
+    verify = (*(parent.verify if parent else ()), *checks)
     return Resolved(
         recipe=recipe,
         target=target,
@@ -253,6 +263,7 @@ def _resolve_chain(
         verify=verify,
         parent=parent,
         chain=tuple(d.name for d in chain),
+        skipped=(*(parent.skipped if parent else ()), *skipped),
     )
 
 

@@ -13,13 +13,17 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     StringConstraints,
+    ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
+
+from bake.model import Model
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SEMVER_RE = (
@@ -35,13 +39,6 @@ Mode = Annotated[str, StringConstraints(pattern=MODE_RE)]
 AbsPath = Annotated[str, StringConstraints(pattern=r"^/")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 VarName = Annotated[str, StringConstraints(pattern=VAR_NAME_RE)]
-
-TARGETS = ("docker", "qemu", "amazon-ebs", "googlecompute")
-Target = Literal["docker", "qemu", "amazon-ebs", "googlecompute"]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 # --- base -------------------------------------------------------------------------------
@@ -77,60 +74,49 @@ class Secret(Model):
     env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 
 
-# --- targets ----------------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------
 
 
-class DockerTarget(Model):
-    entrypoint: tuple[str, ...] | None = None
-    cmd: tuple[str, ...] | None = None
-    env: dict[VarName, str] = Field(default_factory=dict)
-    expose: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
-    labels: dict[str, str] = Field(default_factory=dict)
-    user: str | None = None
-    workdir: AbsPath | None = None
+def _validate_targets(value: Any) -> dict[str, Model]:
+    """`targets:` — each key names a target plug-in (bake.targets.TARGETS), each value is
+    validated by that target's own config model. Errors keep their path
+    (``targets.qemu.disk_size``), so they read like any other field's."""
+    from bake import targets  # the plug-in table; loaded when a recipe is validated
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("`targets` is a mapping of target names to their settings")
+    out: dict[str, Model] = {}
+    errors: list[InitErrorDetails] = []
+    for name, conf in value.items():
+        config = targets.config_of(str(name))
+        if config is None:
+            errors.append(InitErrorDetails(type="extra_forbidden", loc=(str(name),), input=conf))
+            continue
+        try:
+            out[str(name)] = config.model_validate(conf if conf is not None else {})
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                ctx = err.get("ctx")
+                errors.append(
+                    InitErrorDetails(
+                        type=err["type"],
+                        loc=(str(name), *err["loc"]),
+                        input=err["input"],
+                        **({"ctx": ctx} if ctx else {}),  # type: ignore[typeddict-item]  # as pydantic gave it
+                    )
+                )
+    if errors:
+        raise ValidationError.from_exception_data("targets", errors)
+    return out
 
 
-class QemuTarget(Model):
-    disk_size: Annotated[str, StringConstraints(pattern=r"^\d+[MG]$")] = "4G"
-    memory: Annotated[int, Field(ge=256)] = 1024
-    cpus: Annotated[int, Field(ge=1)] = 1
-    accelerator: Literal["auto", "kvm", "tcg"] = "auto"
-    ssh_username: NonEmpty = "root"
-    boot_wait: str = "5s"
-
-
-class AmazonEbsTarget(Model):
-    region: NonEmpty = "us-east-1"
-    instance_type: NonEmpty = "t3.micro"
-    source_ami: Annotated[str, StringConstraints(pattern=r"^ami-[0-9a-f]+$")] | None = None
-    source_ami_owner: NonEmpty = "136693071363"
-    source_ami_name: NonEmpty = "debian-12-amd64-*"
-    ssh_username: NonEmpty = "admin"
-    ami_regions: tuple[NonEmpty, ...] = ()
-    volume_size: Annotated[int, Field(ge=1)] = 8
-
-
-class GoogleComputeTarget(Model):
-    project_id: NonEmpty
-    zone: NonEmpty = "europe-west1-b"
-    source_image_family: NonEmpty = "debian-12"
-    machine_type: NonEmpty = "e2-small"
-    ssh_username: NonEmpty = "packer"
-    disk_size: Annotated[int, Field(ge=10)] = 10
-
-
-class Targets(Model):
-    docker: DockerTarget | None = None
-    qemu: QemuTarget | None = None
-    amazon_ebs: AmazonEbsTarget | None = Field(default=None, alias="amazon-ebs")
-    googlecompute: GoogleComputeTarget | None = None
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(t for t in TARGETS if self.get(t) is not None)
-
-    def get(self, target: str) -> Model | None:
-        value: Model | None = getattr(self, target.replace("-", "_"), None)
-        return value
+TargetConfigs = Annotated[
+    dict[str, Model],
+    BeforeValidator(_validate_targets),
+    WithJsonSchema({"type": "object"}),  # put together from the plug-ins by bake.recipe.schema
+]
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -195,7 +181,7 @@ class Step(Model):
     """One module call. Exactly one module key; ``name``, ``when`` and ``env`` are optional."""
 
     name: str | None = None
-    when: str | None = Field(default=None, description="Jinja2 expression, e.g. \"{{ target == 'qemu' }}\"")
+    when: str | None = Field(default=None, description="Jinja2 expression, e.g. \"{{ target != 'docker' }}\"")
     env: dict[VarName, str] = Field(default_factory=dict)
     packages: tuple[NonEmpty, ...] | None = None
     file: FileModule | None = None
@@ -281,6 +267,9 @@ CHECKS = ("package", "file", "user", "group", "command", "service", "port", "tes
 
 class Check(Model):
     name: str | None = None
+    when: str | None = Field(
+        default=None, description="Jinja2 expression; the check is skipped (and reported so) when false"
+    )
     package: PackageCheck | None = None
     file: FileCheck | None = None
     user: UserCheck | None = None
@@ -322,7 +311,7 @@ class Recipe(Model):
     extends: Name | None = None
     vars: dict[VarName, Any] = Field(default_factory=dict)
     secrets: tuple[Secret, ...] = ()
-    targets: Targets = Field(default_factory=Targets)
+    targets: TargetConfigs = Field(default_factory=dict)
     steps: tuple[Step, ...] = ()
     verify: tuple[Check, ...] = ()
     volatile: tuple[AbsPath, ...] = Field(

@@ -114,7 +114,7 @@ def evaluate_when(text: str, context: Mapping[str, Any], where: Where) -> bool:
         return False
     raise where.error(
         f"`when` must be true or false, got {rendered!r}",
-        "write a comparison, e.g. target == 'qemu'",
+        "write a comparison, e.g. target != 'docker'",
     )
 
 

@@ -11,11 +11,16 @@ Backends form a plugin family (a Protocol + a dict): add one by adding an entry 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bake.errors import RegistryError
+
+if TYPE_CHECKING:
+    from bake.infra.process import Runner
+    from bake.registry.disks import DiskFile
+    from bake.registry.images import PushedImage
 
 URL_HINT = "write dir:PATH (a folder, e.g. dir:./registry) or oci://HOST[:PORT]/REPOSITORY"
 
@@ -48,6 +53,19 @@ class Registry(Protocol):
 
     def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
         """Replace the index envelope atomically (readers see the old or the new one)."""
+        ...
+
+    # artifact bytes: content-addressed, written before the index names them
+
+    def store_image(
+        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+    ) -> PushedImage:
+        """Copy a Docker engine's image (by ID) in as ``name:tag``; its ref pins the digest."""
+        ...
+
+    def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
+        """Store the files of a file artifact (a VM's disk, kernel, initrd) by digest; the
+        ref that finds them, or None where their digests alone do."""
         ...
 
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from bake.attest import PublicKey, SigningKey, sign_envelope, verify_envelope
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes
+from bake.attest.dsse import sign_envelope, verify_envelope
+from bake.attest.keys import PublicKey, SigningKey
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry.backend import Registry
 from bake.registry.dirstore import atomic_write

@@ -19,12 +19,20 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bake.digest import is_digest, sha256_bytes
+from bake.attest.digest import is_digest, sha256_bytes
+from bake.infra import fsutil
+from bake.registry.model import RELATIVE_LAYOUT, validate_name
+
+if TYPE_CHECKING:
+    from bake.infra.process import Runner
+    from bake.registry.disks import DiskFile
+    from bake.registry.images import PushedImage
+
 from bake.errors import RegistryError, TrustError
 
 INDEX_FILE = "index.json"
@@ -32,36 +40,11 @@ LOCK_FILE = ".lock"
 BLOB_DIR = ("blobs", "sha256")
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never
-    a mixture, and the new content survives a crash once this returns."""
-    folder = path.parent
-    tmp = folder / f".tmp-{path.name}-{os.getpid()}-{os.urandom(6).hex()}"
+    """:func:`bake.infra.fsutil.atomic_write`, failing as a RegistryError."""
     try:
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            fsync_dir(folder.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(path)
-        fsync_dir(folder)
+        fsutil.atomic_write(path, data, mode=mode)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise RegistryError(
             f"cannot write {path}: {e.strerror or e}",
             "check that the folder exists, is writable and the disk is not full",
@@ -153,3 +136,26 @@ class DirRegistry:
     def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
         data = json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8") + b"\n"
         atomic_write(self.root / INDEX_FILE, data)
+
+    def store_image(
+        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+    ) -> PushedImage:
+        """An OCI image layout per image name, ``PATH/oci/NAME``; the ref is stored relative
+        to the registry root (``oci-layout:oci/NAME@…``), so the folder can be moved."""
+        from bake.registry import images
+
+        validate_name(name)
+        layout = self.root / "oci" / name
+        layout.parent.mkdir(parents=True, exist_ok=True)
+        # skopeo rewrites the layout's index.json in place: one writer per layout at a time
+        with (layout.parent / f".{name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pushed = images.export_docker_image_to_layout(runner, docker_host, image_id, layout, tag)
+        return replace(pushed, ref=f"{RELATIVE_LAYOUT}oci/{name}@{pushed.digest}")
+
+    def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
+        """Blobs beside the index's own: their digests find them."""
+        from bake.registry import disks
+
+        disks.store_in_dir(self.root, files)
+        return None

@@ -25,9 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake.digest import CHUNK, is_digest
+from bake.attest.digest import CHUNK, is_digest
 from bake.errors import RegistryError, TrustError
-from bake.registry.dirstore import BLOB_DIR, fsync_dir
+from bake.infra.fsutil import atomic_stream
+from bake.registry.dirstore import BLOB_DIR
 from bake.registry.images import QCOW2_ARTIFACT_TYPE, TITLE, RegistryRef, _check_tag, parse_repo
 from bake.registry.ocistore import EMPTY_JSON, OCI_MANIFEST, UPLOAD_CHUNK, Descriptor, Send, artifact_manifest
 from bake.registry.ocistore import distribution as oci_client
@@ -64,35 +65,25 @@ def _copy_checked(
     read: Callable[[Callable[[bytes], object]], object], dest: Path, digest: str, what: str
 ) -> int:
     """Stream bytes from `read(sink)` into a temporary file beside `dest`, hashing them;
-    rename into place only if they hash to `digest`. Returns the size."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}-{os.urandom(4).hex()}"
+    it appears at `dest` only if they hash to `digest`. Returns the size."""
     h = hashlib.sha256()
     size = 0
-    try:
-        with tmp.open("xb") as out:
+    with atomic_stream(dest) as out:
 
-            def sink(chunk: bytes) -> None:
-                nonlocal size
-                h.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        def sink(chunk: bytes) -> None:
+            nonlocal size
+            h.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
 
-            read(sink)
-            out.flush()
-            os.fsync(out.fileno())
+        read(sink)
         actual = f"sha256:{h.hexdigest()}"
         if actual != digest:
             raise TrustError(
                 f"{what} has the content of {actual}, not the signed {digest}",
                 "the registry's copy was damaged or tampered with; republish the bake",
             )
-        tmp.replace(dest)
-        fsync_dir(dest.parent)
-        return size
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return size
 
 
 def _read_file(path: Path, what: str) -> Callable[[Callable[[bytes], object]], object]:

@@ -12,9 +12,6 @@ converting rewrites the config: after a pull its image ID is ``config_digest``, 
 baked ID. Writers of one layout must take turns (the registry lock): skopeo rewrites the
 layout's ``index.json`` in place.
 
-``push_file_artifact``/``fetch_file_artifact`` carry a disk image (qcow2) as an OCI
-artifact, streamed both ways with flat memory.
-
 argv is built by pure functions; skopeo runs through the process gateway. Credentials
 (``BAKE_REGISTRY_USER``/``BAKE_REGISTRY_PASSWORD``) reach skopeo in a private auth file,
 never on a command line.
@@ -32,28 +29,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake import docker
-from bake.digest import is_digest, sha256_file
+from bake.attest.digest import is_digest, sha256_file
 from bake.errors import RegistryError, ToolError, TrustError
-from bake.process import Call, Runner
+from bake.infra.process import Call, Runner
+from bake.registry.model import LAYOUT_SCHEME
 from bake.registry.ocistore import (
-    EMPTY_JSON,
-    OCI_MANIFEST,
-    UPLOAD_CHUNK,
     Credentials,
-    Descriptor,
     OciLocation,
-    Send,
-    artifact_manifest,
-    distribution,
-    parse_manifest,
 )
+from bake.targets.docker import engine as docker
 
-LAYOUT_SCHEME = "oci-layout://"
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
 QCOW2_ARTIFACT_TYPE = "application/vnd.bake.disk.qcow2.v1"
-QCOW2_MEDIA_TYPE = "application/vnd.bake.disk.qcow2"
 PULLED_LAYOUT_REPO = "bake-layout"
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -65,14 +53,6 @@ class PushedImage:
     digest: str  # the manifest digest, as stored
     image_id: str  # the engine's image that was copied
     config_digest: str  # the image ID an engine shows after pulling ``ref``
-
-
-@dataclass(frozen=True)
-class PushedFile:
-    ref: str  # HOST[:PORT]/REPO@sha256:<manifest digest>
-    digest: str  # the manifest digest
-    blob: str  # the file's own digest
-    size: int
 
 
 @dataclass(frozen=True)
@@ -350,61 +330,3 @@ def pull_to_docker(
     if image is None:
         raise ToolError(f"skopeo copied {ref} but the engine at {docker_host} has no {target}")
     return image
-
-
-# --------------------------------------------------------------------------- file artifacts
-
-
-def push_file_artifact(
-    path: Path,
-    dest_repo: str,
-    tag: str,
-    *,
-    digest: str | None = None,
-    artifact_type: str = QCOW2_ARTIFACT_TYPE,
-    media_type: str = QCOW2_MEDIA_TYPE,
-    chunk: int = UPLOAD_CHUNK,
-    environ: Mapping[str, str] | None = None,
-    send: Send | None = None,
-) -> PushedFile:
-    """Push the file as the single layer of an artifact tagged ``tag`` (streamed; the
-    registry is asked first, so a republish uploads nothing). ``digest``: if known."""
-    location = parse_repo(dest_repo)
-    client = distribution(location, environ, send)
-    blob = digest or sha256_file(path)
-    size = client.push_file(location.prefix, path, blob, chunk)
-    client.push_blob(location.prefix, EMPTY_JSON)  # the config every artifact manifest names
-    manifest = artifact_manifest(artifact_type, [Descriptor(media_type, blob, size, {TITLE: path.name})])
-    stored = client.put_manifest(location.prefix, _check_tag(tag), manifest, OCI_MANIFEST)
-    return PushedFile(str(RegistryRef(location, stored)), stored, blob, size)
-
-
-def fetch_file_artifact(
-    ref: str, dest: Path, *, environ: Mapping[str, str] | None = None, send: Send | None = None
-) -> PushedFile:
-    """Download the single-layer artifact ``HOST/REPO@sha256:…`` to ``dest``: streamed into
-    a temporary file beside it, checked against the digests, then renamed into place."""
-    parsed = RegistryRef.parse(ref)
-    client = distribution(parsed.location, environ, send)
-    got = client.get_manifest(parsed.repository, parsed.digest)  # checks the manifest digest
-    if got is None:
-        raise RegistryError(f"{ref} does not exist")
-    _, layers = parse_manifest(got[0], f"the manifest of {ref}")
-    if len(layers) != 1:
-        raise RegistryError(f"{ref} is not a single-file artifact ({len(layers)} layers)")
-    layer = layers[0]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            size = client.stream_blob(parsed.repository, layer.digest, f.write)
-            f.flush()
-            os.fsync(f.fileno())
-        if size != layer.size:
-            raise TrustError(f"{ref}: the file has {size} bytes, its manifest says {layer.size}")
-        tmp.replace(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return PushedFile(ref, parsed.digest, layer.digest, size)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
-from bake.digest import canonical_json
+from bake.attest.digest import canonical_json
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import semver
 
@@ -45,6 +45,8 @@ IMAGE_SCHEMA = "bake.image/v1"
 INDEX_PAYLOAD_TYPE = "application/vnd.bake.index+json"
 ATTESTATION_KINDS = ("provenance", "test-result", "sbom", "files")
 LATEST = "latest"
+LAYOUT_SCHEME = "oci-layout://"  # an OCI image layout, by absolute path
+RELATIVE_LAYOUT = "oci-layout:"  # oci-layout:oci/NAME@sha256:… inside a dir: registry
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9._/-]{0,126}[a-z0-9])?")
 _CHANNEL = re.compile(r"[a-z][a-z0-9._-]{0,62}")

@@ -52,10 +52,16 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from bake.digest import CHUNK, canonical_json, is_digest, sha256_bytes
+from bake.attest.digest import CHUNK, canonical_json, is_digest, sha256_bytes
 from bake.errors import RegistryError, TrustError
+from bake.registry.model import validate_name
+
+if TYPE_CHECKING:
+    from bake.infra.process import Runner
+    from bake.registry.disks import DiskFile
+    from bake.registry.images import PushedImage
 
 META_REPOSITORY = "bake-meta"
 INDEX_TAG = "index"
@@ -703,3 +709,21 @@ class OciRegistry:
                 "(CI serializes its publish jobs), then retry",
             )
         self._seen_index = self.client.put_manifest(self.repository, INDEX_TAG, manifest)
+
+    def store_image(
+        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+    ) -> PushedImage:
+        """Pushed by digest to ``HOST/PREFIX/NAME:TAG``."""
+        from bake.registry import images
+
+        return images.push_docker_image(runner, docker_host, image_id, self._image_repo(name), tag)
+
+    def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
+        """One OCI artifact in ``HOST/PREFIX/NAME`` whose layers are the files."""
+        from bake.registry import disks
+
+        return disks.push_to_oci(files, self._image_repo(name), tag)
+
+    def _image_repo(self, name: str) -> str:
+        validate_name(name)
+        return f"{self.location.host}/{self.location.repository(name)}"

@@ -11,15 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bake import docker, packer, process
-from bake.build import BuildContext, BuildOptions, Outcome, bake
+from bake.infra import packer, process
+from bake.infra.upstream import Upstream
 from bake.plan import Plan, plan_recipe
-from bake.progress import PlainReporter
-from bake.upstream import Upstream
+from bake.targets import loop
+from bake.targets.base import BakeContext, BakeOptions, Outcome
+from bake.targets.docker import Docker
+from bake.targets.docker import engine as docker
+from bake.targets.docker.session import DockerSession
+from bake.ui.progress import PlainReporter
 from tests.conftest import RECIPES
 
 LICENSE = "integration-test-license-value"
@@ -56,15 +61,35 @@ def environ(state: Path) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Bakes:
+    """Docker bakes through the generic loop, in one engine and state folder."""
+
+    ctx: BakeContext
+    engine: docker.Engine
+
+    @property
+    def runner(self) -> process.Runner:
+        return self.ctx.runner
+
+    @property
+    def state(self) -> Path:
+        return self.ctx.state
+
+    def bake(self, plan: Plan, opts: BakeOptions | None = None) -> Outcome:
+        return loop.bake(
+            Docker(), DockerSession(self.ctx, self.engine), self.ctx, plan, opts or BakeOptions()
+        )
+
+
+def bakes(engine: docker.Engine, state: Path) -> Bakes:
+    ctx = BakeContext(runner=process.run, state=state, reporter=PlainReporter(), environ=environ(state))
+    return Bakes(ctx, engine)
+
+
 @pytest.fixture(scope="session")
-def context(engine: docker.Engine, state: Path) -> BuildContext:
-    return BuildContext(
-        runner=process.run,
-        engine=engine,
-        state=state,
-        reporter=PlainReporter(),
-        environ=environ(state),
-    )
+def context(engine: docker.Engine, state: Path) -> Bakes:
+    return bakes(engine, state)
 
 
 UPSTREAM = Upstream()  # as the CLI does: the mirror's state is a bake input
@@ -77,7 +102,7 @@ def plan_of(path: Path, info: packer.PackerInfo, **kw: object) -> Plan:
 
 
 @pytest.fixture(scope="session")
-def baked_web(context: BuildContext, packer_info: packer.PackerInfo) -> Outcome:
+def baked_web(context: Bakes, packer_info: packer.PackerInfo) -> Outcome:
     """debian-base (bootstrapped with mmdebstrap) and web, baked and verified for real."""
     require("mmdebstrap")
-    return bake(context, plan_of(RECIPES / "web.yaml", packer_info), BuildOptions())
+    return context.bake(plan_of(RECIPES / "web.yaml", packer_info))

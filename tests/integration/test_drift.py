@@ -13,12 +13,18 @@ from typing import IO
 
 import pytest
 
-from bake import attest, docker, drift, process
-from bake import filemanifest as fm
-from bake.build import BuildContext, Outcome
-from bake.drift import DriftReport
+from bake.attest import filemanifest as fm
+from bake.attest.keys import SigningKey
+from bake.attest.statements import open_statement, sign_statement
+from bake.deploy import drift
+from bake.deploy.drift import DriftReport
 from bake.errors import TrustError
-from bake.process import Call
+from bake.infra import process
+from bake.infra.process import Call
+from bake.targets.base import Outcome
+from bake.targets.docker import engine as docker
+from bake.targets.docker.evidence import DRIFT_LABEL, collect_image_manifest
+from tests.integration.conftest import Bakes
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +33,14 @@ pytestmark = pytest.mark.integration
 WEB_VOLATILE = ("/var/lib/nginx",)
 
 
-def wait_running(context: BuildContext, cid: str, timeout: float = 20.0) -> None:
+def wait_running(context: Bakes, cid: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not docker.container_state(context.runner, context.engine, cid).get("Running"):
         assert time.monotonic() < deadline, "the web container did not start"
         time.sleep(0.2)
 
 
-def sh(context: BuildContext, cid: str, script: str) -> None:
+def sh(context: Bakes, cid: str, script: str) -> None:
     context.runner(context.engine.call("exec", cid, "sh", "-ec", script, timeout=600))
 
 
@@ -46,19 +52,19 @@ def paths(report: DriftReport) -> dict[str, set[str]]:
     }
 
 
-def test_drift_of_a_running_web_container(baked_web: Outcome, context: BuildContext) -> None:
-    image = str(baked_web.record.artifact["image_id"])
+def test_drift_of_a_running_web_container(baked_web: Outcome, context: Bakes) -> None:
+    image = str(baked_web.record.artifact.id)
     runner, engine = context.runner, context.engine
 
     # Bake time: the manifest of the image, signed as a statement about its digest.
-    entries = fm.collect_image_manifest(runner, engine, image, WEB_VOLATILE)
+    entries = collect_image_manifest(runner, engine, image, WEB_VOLATILE)
     by_path = {e.path: e for e in entries}
     assert by_path["/etc/nginx/conf.d/site.conf"].kind == "file"
     assert by_path["/usr/bin/su"].mode & 0o4000  # setuid bits are kept
     assert not any(fm.is_volatile(p, fm.volatile_set(WEB_VOLATILE)) for p in by_path)
-    key = attest.SigningKey.generate()
+    key = SigningKey.generate()
     volatile = sorted(fm.volatile_set(WEB_VOLATILE))
-    envelope = attest.sign_statement(fm.manifest_statement(image, entries, volatile, name="web"), key)
+    envelope = sign_statement(fm.manifest_statement(image, entries, volatile, name="web"), key)
     manifest = fm.open_manifest(envelope, [key.public], image_digest=image)
     assert list(manifest.entries) == entries
 
@@ -67,14 +73,14 @@ def test_drift_of_a_running_web_container(baked_web: Outcome, context: BuildCont
     payload[payload.index(b"/etc/nginx")] = ord("E")
     forged = {**envelope, "payload": base64.b64encode(bytes(payload)).decode()}
     with pytest.raises(TrustError):
-        attest.open_statement(forged, [key.public], expect_subject_digest=image)
+        open_statement(forged, [key.public], expect_subject_digest=image)
     with pytest.raises(TrustError):
         fm.open_manifest(forged, [key.public], image_digest=image)
 
     name = f"bake-drift-test-{secrets.token_hex(4)}"
     cid = ""
     try:
-        cid = docker.run_detached(runner, engine, image, name, labels={fm.DRIFT_LABEL: "test"})
+        cid = docker.run_detached(runner, engine, image, name, labels={DRIFT_LABEL: "test"})
         wait_running(context, cid)
         url = f"docker://{name}"
 
@@ -119,22 +125,20 @@ def test_drift_of_a_running_web_container(baked_web: Outcome, context: BuildCont
     finally:
         if cid:
             docker.remove_container(runner, engine, cid)
-    assert docker.containers(runner, engine, label=fm.DRIFT_LABEL) == []
+    assert docker.containers(runner, engine, label=DRIFT_LABEL) == []
 
 
-def test_drift_over_ssh_agrees_with_docker_export(
-    baked_web: Outcome, context: BuildContext, tmp_path: Path
-) -> None:
+def test_drift_over_ssh_agrees_with_docker_export(baked_web: Outcome, context: Bakes, tmp_path: Path) -> None:
     """The real ssh:// transport: an sshd installed into a container of the image."""
-    image = str(baked_web.record.artifact["image_id"])
+    image = str(baked_web.record.artifact.id)
     runner, engine = context.runner, context.engine
-    entries = fm.collect_image_manifest(runner, engine, image, WEB_VOLATILE)
+    entries = collect_image_manifest(runner, engine, image, WEB_VOLATILE)
     key = tmp_path / "id"
     runner(Call(argv=("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))))
     name = f"bake-drift-ssh-{secrets.token_hex(4)}"
     cid = ""
     try:
-        cid = docker.run_detached(runner, engine, image, name, labels={fm.DRIFT_LABEL: "test"})
+        cid = docker.run_detached(runner, engine, image, name, labels={DRIFT_LABEL: "test"})
         wait_running(context, cid)
         sh(
             context,

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bake import docker
-from bake.build import BuildContext, Outcome
 from bake.cli import app
+from bake.targets.base import Outcome
+from bake.targets.docker import engine as docker
+from tests.integration.conftest import Bakes
 
 pytestmark = pytest.mark.integration
 
 cli = CliRunner()
 
 
-def test_drift_clean_then_each_change_named(
-    context: BuildContext, baked_web: Outcome, tmp_path: Path
-) -> None:
+def test_drift_clean_then_each_change_named(context: Bakes, baked_web: Outcome, tmp_path: Path) -> None:
     assert cli.invoke(app, ["keygen", "--out", str(tmp_path / "k")]).exit_code == 0
     env = {
         "BAKE_STATE_DIR": str(context.state),
@@ -31,7 +30,7 @@ def test_drift_clean_then_each_change_named(
     published = cli.invoke(app, ["publish", str(baked_web.record_path), "--json"], env=env)
     assert published.exit_code == 0, published.output
     digest = json.loads(published.output)["digest"]
-    image = str(baked_web.record.artifact["image_id"])
+    image = str(baked_web.record.artifact.id)
     cid = docker.run_detached(context.runner, context.engine, image, "bake-drift-test")
     try:
         clean = cli.invoke(app, ["drift", "web@1.4.0", "--host", f"docker://{cid}", "--json"], env=env)

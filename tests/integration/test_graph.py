@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bake.build import BuildContext
 from tests.conftest import RECIPES
-from tests.integration.conftest import LICENSE
+from tests.integration.conftest import LICENSE, Bakes
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,7 @@ def shim(folder: Path, log: Path) -> str:
     return f"{folder}:{os.environ.get('PATH', '')}"
 
 
-def test_nightly_graph(context: BuildContext, tmp_path: Path) -> None:
+def test_nightly_graph(context: Bakes, tmp_path: Path) -> None:
     from bake.cli import app
 
     recipes = tmp_path / "recipes"

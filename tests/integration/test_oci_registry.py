@@ -24,17 +24,19 @@ from pathlib import Path
 
 import pytest
 
-from bake import docker, process
-from bake.attest import PublicKey, SigningKey, load_signing_key, sign_envelope, write_keypair
-from bake.build import Outcome
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes, sha256_file
+from bake.attest.dsse import sign_envelope
+from bake.attest.keys import PublicKey, SigningKey, load_signing_key, write_keypair
 from bake.errors import RegistryError, TrustError
-from bake.process import Call
-from bake.registry import client, images
+from bake.infra import process
+from bake.infra.process import Call
+from bake.registry import client, disks, images
 from bake.registry.backend import open_registry
 from bake.registry.client import Snapshot
 from bake.registry.model import INDEX_PAYLOAD_TYPE, Index, Release, TargetOutput, encode_index
 from bake.registry.ocistore import OciRegistry
+from bake.targets.base import Outcome
+from bake.targets.docker import engine as docker
 from tests.conftest import ROOT
 from tests.integration.conftest import require
 
@@ -253,8 +255,8 @@ WORKER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from bake.attest import load_signing_key
-from bake.digest import sha256_bytes
+from bake.attest.keys import load_signing_key
+from bake.attest.digest import sha256_bytes
 from bake.registry.backend import open_registry
 from bake.registry.client import publish
 from bake.registry.model import Release, TargetOutput
@@ -299,12 +301,22 @@ def test_file_artifacts_stream_through_a_real_registry(
 ) -> None:
     disk = tmp_path / "disk.qcow2"
     disk.write_bytes(os.urandom(3 * (1 << 20) + 77))
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(os.urandom(1000))
+    files = [
+        disks.DiskFile("disk", disk, sha256_file(disk)),
+        disks.DiskFile("kernel", kernel, sha256_file(kernel)),
+    ]
     repo = f"{registry.host}/{prefix}/disk"
-    pushed = images.push_file_artifact(disk, repo, "1.0", chunk=1 << 20)  # 4 PATCH requests
-    assert images.push_file_artifact(disk, repo, "1.0") == pushed  # idempotent
-    out = tmp_path / "out" / "disk.qcow2"
-    assert images.fetch_file_artifact(pushed.ref, out) == pushed
-    assert out.read_bytes() == disk.read_bytes()
+    ref = disks.push_to_oci(files, repo, "1.0", chunk=1 << 20)  # the disk in 4 PATCH requests
+    assert disks.push_to_oci(files, repo, "1.0") == ref  # idempotent
+    out = tmp_path / "out"
+    wanted = {f.role: f.digest for f in files}
+    got = disks.fetch(
+        f"oci://{registry.host}/{prefix}", ref, wanted, {"disk": out / "d", "kernel": out / "k"}
+    )
+    assert {g.role: g.size for g in got} == {"disk": disk.stat().st_size, "kernel": 1000}
+    assert (out / "d").read_bytes() == disk.read_bytes()
 
 
 # --------------------------------------------------------------------------- images
@@ -315,7 +327,7 @@ def web_image(engine: docker.Engine, baked_web: Outcome) -> Iterator[str]:
     """The baked web image, held by a tag of this module's own: the tests below remove the
     references they create, and must not delete the image if its own tags have moved on."""
     require("skopeo")
-    image_id = str(baked_web.record.artifact["image_id"])
+    image_id = str(baked_web.record.artifact.id)
     holder = f"bake-test/oci-holder:{uuid.uuid4().hex[:12]}"
     docker.tag(process.run, engine, image_id, holder)
     try:
@@ -348,7 +360,7 @@ def test_docker_image_through_an_oci_layout(
     tmp_path: Path, engine: docker.Engine, baked_web: Outcome
 ) -> None:
     require("skopeo")
-    image_id = str(baked_web.record.artifact["image_id"])
+    image_id = str(baked_web.record.artifact.id)
     run = process.run
     layout = tmp_path / "reg" / "oci" / "web"
     pushed = images.export_docker_image_to_layout(run, engine.host, image_id, layout, "1.4.0-1")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bake import packer, process
-from bake.compile import compile_plan, write_tree
+from bake.compile.template import compile_plan, write_tree
+from bake.infra import packer, process
+from bake.infra.process import Call
 from bake.plan import plan_recipe
-from bake.process import Call
 from tests.conftest import RECIPES
 
 pytestmark = pytest.mark.integration

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from bake import docker
-from bake.build import BuildContext, BuildOptions, Outcome, bake
 from bake.cli import app
-from bake.packer import PackerInfo
+from bake.infra.packer import PackerInfo
 from bake.registry import images
+from bake.targets.base import BakeOptions, Outcome
+from bake.targets.docker import engine as docker
 from tests.conftest import RECIPES
-from tests.integration.conftest import plan_of
+from tests.integration.conftest import Bakes, plan_of
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _env(context: BuildContext, keys: Path, registry: Path) -> dict[str, str]:
+def _env(context: Bakes, keys: Path, registry: Path) -> dict[str, str]:
     return {
         "BAKE_STATE_DIR": str(context.state),
         "DOCKER_HOST": context.engine.host,
@@ -52,7 +52,7 @@ def _env(context: BuildContext, keys: Path, registry: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def published(
-    context: BuildContext, keys: Path, baked_web: Outcome, tmp_path_factory: pytest.TempPathFactory
+    context: Bakes, keys: Path, baked_web: Outcome, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, object]]:
     """A registry holding debian-base and web (promoted to stable), published once."""
     registry = tmp_path_factory.mktemp("published") / "registry"
@@ -64,7 +64,7 @@ def published(
 
 @pytest.fixture
 def env(
-    context: BuildContext, keys: Path, tmp_path: Path, published: tuple[Path, object]
+    context: Bakes, keys: Path, tmp_path: Path, published: tuple[Path, object]
 ) -> Iterator[dict[str, str]]:
     """A private copy of the published registry for each test (a fresh URL, so fresh
     replay state)."""
@@ -85,14 +85,14 @@ def resolve(env: dict[str, str], spec: str, ok: bool = True) -> Result:
 
 
 @pytest.fixture(scope="module")
-def second_web(context: BuildContext, packer_info: PackerInfo, baked_web: Outcome) -> Outcome:
+def second_web(context: Bakes, packer_info: PackerInfo, baked_web: Outcome) -> Outcome:
     """web 1.4.0 again with another var: a different bake key, so a new build (1.4.0+2)."""
     p = plan_of(RECIPES / "web.yaml", packer_info, extra_vars={"server_name": "second.internal"})
-    return bake(context, p, BuildOptions())
+    return context.bake(p, BakeOptions())
 
 
 def test_publish_resolve_pull_run(
-    env: dict[str, str], baked_web: Outcome, context: BuildContext, published: tuple[Path, dict[str, Any]]
+    env: dict[str, str], baked_web: Outcome, context: Bakes, published: tuple[Path, dict[str, Any]]
 ) -> None:
     out = published[1]
     assert out["version"] == "1.4.0+1" and str(out["ref"]).startswith("oci-layout:oci/web@")
@@ -191,7 +191,7 @@ def test_replayed_index_is_refused(env: dict[str, str], baked_web: Outcome) -> N
 
 
 def test_build_with_registry_skips_when_key_is_published(
-    env: dict[str, str], baked_web: Outcome, context: BuildContext
+    env: dict[str, str], baked_web: Outcome, context: Bakes
 ) -> None:
     out = json.loads(run(env, "build", str(RECIPES / "web.yaml"), "--json").output)
     assert out["cached"] == "registry" and out["version"] == "1.4.0+1"

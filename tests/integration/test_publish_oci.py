@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bake.build import BuildContext, Outcome
 from bake.cli import app
+from bake.targets.base import Outcome
+from tests.integration.conftest import Bakes
 from tests.integration.test_oci_registry import LiveRegistry, registry  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ cli = CliRunner()
 
 
 def test_oci_publish_promote_resolve_pull_run(
-    context: BuildContext,
+    context: Bakes,
     baked_web: Outcome,
     registry: LiveRegistry,  # noqa: F811 - the fixture imported above
     tmp_path: Path,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import bake
-from bake.attest import PublicKey, load_public_key, load_signing_key, write_keypair
+from bake.attest.keys import PublicKey, load_public_key, load_signing_key, write_keypair
 from bake.registry import client
 from bake.registry.client import Snapshot
 from bake.registry.dirstore import DirRegistry
@@ -33,8 +33,8 @@ WORKER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from bake.attest import load_signing_key
-from bake.digest import sha256_bytes
+from bake.attest.keys import load_signing_key
+from bake.attest.digest import sha256_bytes
 from bake.registry.backend import open_registry
 from bake.registry.client import publish
 from bake.registry.model import Release, TargetOutput

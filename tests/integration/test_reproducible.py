@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from bake import bootstrap, docker, process, reproducible
-from bake.build import BuildContext, BuildOptions, bake
-from bake.packer import PackerInfo
-from bake.progress import PlainReporter
+from bake.infra import process
+from bake.infra.packer import PackerInfo
+from bake.targets.base import BakeOptions
+from bake.targets.docker import engine as docker
+from bake.targets.docker import normalize as reproducible
+from bake.targets.docker import rootfs
 from tests.conftest import RECIPES
-from tests.integration.conftest import environ, plan_of, require
+from tests.integration.conftest import bakes, plan_of, require
 
 pytestmark = pytest.mark.integration
 
 
 def remove_rootfs(engine: docker.Engine, name: str) -> None:
-    repo = bootstrap.rootfs_repository(name)
+    repo = rootfs.rootfs_repository(name)
     refs = process.run(engine.call("images", "--format", "{{.Repository}}:{{.Tag}}", repo)).stdout.split()
     for ref in refs:
         process.run(engine.call("rmi", ref))
@@ -31,18 +33,18 @@ def remove_rootfs(engine: docker.Engine, name: str) -> None:
 def cold_bake(engine: docker.Engine, info: PackerInfo, state: Path) -> dict[str, str]:
     """Bake web (and so debian-base) from nothing: rootfs ID, image IDs and digests."""
     remove_rootfs(engine, "debian-base")
-    context = BuildContext(process.run, engine, state, PlainReporter(), environ(state))
+    context = bakes(engine, state)
     plan = plan_of(RECIPES / "web.yaml", info)
-    out = bake(context, plan, BuildOptions(force=True, verify=False))
+    out = context.bake(plan, BakeOptions(force=True, verify=False))
     (base,) = out.parents
     assert base.parent is not None and plan.parent is not None
     return {
         "rootfs": base.parent["image_id"],
-        "debian-base": str(base.artifact["image_id"]),
-        "debian-base digest": str(base.artifact["reproducible_digest"]),
+        "debian-base": str(base.artifact.id),
+        "debian-base digest": str(base.artifact.digest),
         "debian-base layout": str(layout(state, plan.parent.name, plan.parent.short_key)),
-        "web": str(out.record.artifact["image_id"]),
-        "web digest": str(out.record.artifact["reproducible_digest"]),
+        "web": str(out.record.artifact.id),
+        "web digest": str(out.record.artifact.digest),
         "web layout": str(layout(state, plan.name, plan.short_key)),
     }
 

@@ -21,15 +21,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bake import packer, process, vm
-from bake.build import BuildOptions, Outcome
+from bake.attest.digest import sha256_file
 from bake.cli import app
-from bake.digest import sha256_file
 from bake.errors import VerifyError
+from bake.infra import packer, process
 from bake.plan import Plan, plan_recipe
-from bake.progress import PlainReporter
 from bake.record import find_good, load
-from bake.vmbuild import VmContext, bake_vm
+from bake.targets import loop
+from bake.targets.base import BakeContext, BakeOptions, Outcome
+from bake.targets.qemu import Qemu
+from bake.targets.qemu import machine as vm
+from bake.targets.qemu.session import QemuSession
+from bake.ui.progress import PlainReporter
 from tests.conftest import RECIPES, ROOT
 from tests.integration.conftest import environ, require
 from tests.integration.test_oci_registry import LiveRegistry, registry  # noqa: F401 - fixture
@@ -89,9 +92,16 @@ def ssh_before() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def vm_ctx(vm_state: Path) -> VmContext:
+def vm_ctx(vm_state: Path) -> BakeContext:
     require("packer", "mmdebstrap", "qemu-system-x86_64", "qemu-img", "mkfs.ext4", "ssh")
-    return VmContext(runner=process.run, state=vm_state, reporter=PlainReporter(), environ=environ(vm_state))
+    return BakeContext(
+        runner=process.run, state=vm_state, reporter=PlainReporter(), environ=environ(vm_state)
+    )
+
+
+def bake_vm(ctx: BakeContext, plan: Plan, opts: BakeOptions | None = None) -> Outcome:
+    with process.terminate_as_interrupt():
+        return loop.bake(Qemu(), QemuSession(ctx), ctx, plan, opts or BakeOptions())
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +111,9 @@ def info() -> packer.PackerInfo:
 
 
 @pytest.fixture(scope="module")
-def baked_vm_web(vm_ctx: VmContext, info: packer.PackerInfo) -> Outcome:
+def baked_vm_web(vm_ctx: BakeContext, info: packer.PackerInfo) -> Outcome:
     """debian-base (from mmdebstrap) and web, baked as qcow2 and verified by booting them."""
-    return bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info), BuildOptions())
+    return bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info))
 
 
 @pytest.fixture
@@ -113,20 +123,22 @@ def recipe_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_debian_base_and_web_boot_and_pass_their_checks(
-    baked_vm_web: Outcome, vm_ctx: VmContext, ssh_before: set[str]
+    baked_vm_web: Outcome, vm_ctx: BakeContext, ssh_before: set[str]
 ) -> None:
     rec = baked_vm_web.record
     assert rec.good and rec.name == "web" and rec.target == "qemu"
     assert [p.name for p in baked_vm_web.parents] == ["debian-base"]
     base = baked_vm_web.parents[0]
     assert base.verify["method"] == "booted-vm" and base.verify["failed"] == 0 and base.verify["passed"] == 4
-    assert rec.verify["method"] == "booted-vm" and rec.verify["failed"] == 0 and rec.verify["passed"] == 12
+    assert rec.verify["method"] == "booted-vm" and rec.verify["failed"] == 0 and rec.verify["passed"] == 13
     # in a booted VM the services really run: nginx was enabled, so it serves after boot
     outcomes = {r["title"]: r["outcome"] for r in rec.verify["results"]}
     assert [o for t, o in outcomes.items() if t.startswith("service nginx")] == ["passed"]
     assert outcomes["port 8080"] == "passed" and outcomes["serves the site"] == "passed"
-    assert len(rec.verify["checks"]) == 12  # carried to the test-result attestation, for drift
-    art = rec.artifact
+    # the check under `when: target == 'qemu'` runs here (it is skipped for docker)
+    assert outcomes["nginx runs as a systemd unit"] == "passed" and rec.verify["skipped"] == 0
+    assert len(rec.verify["checks"]) == 13  # carried to the test-result attestation, for drift
+    art = Qemu().artifact_to_json(rec.artifact)  # as the record stores it
     assert art["type"] == "qcow2" and art["boot"] == "direct-kernel"
     # what the verified VM showed, for the SBOM and the drift manifest a publish signs
     assert "Package: nginx-light" in Path(art["dpkg_status"]).read_text()
@@ -137,7 +149,7 @@ def test_debian_base_and_web_boot_and_pass_their_checks(
     assert art["digest"] == sha256_file(disk) and art["size"] == disk.stat().st_size
     for part in ("kernel", "initrd"):
         assert sha256_file(Path(art[part]["path"])) == art[part]["digest"]
-    assert rec.parent is not None and rec.parent["digest"] == base.artifact["digest"]
+    assert rec.parent is not None and rec.parent["digest"] == base.artifact.digest
     # a standalone, compacted qcow2 of the recipe's size (not an overlay on its parent)
     doc = json.loads(process.run(process.Call(argv=("qemu-img", "info", "--output=json", str(disk)))).stdout)
     assert doc["format"] == "qcow2" and "backing-filename" not in doc
@@ -149,13 +161,30 @@ def test_debian_base_and_web_boot_and_pass_their_checks(
     assert_nothing_left(vm_ctx.state, ssh_before)
 
 
-def test_second_bake_is_cached(baked_vm_web: Outcome, vm_ctx: VmContext, info: packer.PackerInfo) -> None:
-    again = bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info), BuildOptions())
+def test_cli_verify_boots_any_qcow2_with_its_kernel_beside_it(
+    baked_vm_web: Outcome, vm_ctx: BakeContext
+) -> None:
+    """`bake verify -t qemu --image DISK`: a fresh VM of a disk given by path."""
+    disk = baked_vm_web.record.artifact.files["disk"].path  # vmlinuz and initrd.img beside it
+    env = {"BAKE_STATE_DIR": str(vm_ctx.state), "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    args = ["verify", str(RECIPES / "web.yaml"), "-t", "qemu", "--image", str(disk), "--json"]
+    result = cli.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["method"] == "booted-vm" and report["failed"] == 0 and report["passed"] == 13
+
+
+def test_second_bake_is_cached(baked_vm_web: Outcome, vm_ctx: BakeContext, info: packer.PackerInfo) -> None:
+    again = bake_vm(vm_ctx, qemu_plan(RECIPES / "web.yaml", info))
     assert again.cached and again.record.bake_key == baked_vm_web.record.bake_key
 
 
 def test_failing_check_fails_the_bake_and_deletes_the_disk(
-    baked_vm_web: Outcome, vm_ctx: VmContext, info: packer.PackerInfo, recipe_dir: Path, ssh_before: set[str]
+    baked_vm_web: Outcome,
+    vm_ctx: BakeContext,
+    info: packer.PackerInfo,
+    recipe_dir: Path,
+    ssh_before: set[str],
 ) -> None:
     bad = recipe_dir / "bad-vm.yaml"
     bad.write_text(
@@ -166,7 +195,7 @@ def test_failing_check_fails_the_bake_and_deletes_the_disk(
     )
     p = qemu_plan(bad, info)
     with pytest.raises(VerifyError) as caught:
-        bake_vm(vm_ctx, p, BuildOptions())
+        bake_vm(vm_ctx, p)
     msg = caught.value.message
     assert "1 of 6 verify checks failed" in msg  # 4 inherited from debian-base
     assert "file /etc/motd (contains=goodbye)" in msg and "text not found" in msg
@@ -180,17 +209,22 @@ def test_failing_check_fails_the_bake_and_deletes_the_disk(
 _BAKE_SCRIPT = """
 import sys
 from pathlib import Path
-from bake import packer, process
+from bake.infra import packer
+from bake.infra import process
 from bake.errors import BakeError
 from bake.plan import plan_recipe
-from bake.progress import PlainReporter
-from bake.vmbuild import VmContext, bake_vm
+from bake.targets import loop
+from bake.targets.base import BakeContext
+from bake.targets.qemu import Qemu
+from bake.targets.qemu.session import QemuSession
+from bake.ui.progress import PlainReporter
 state = Path(sys.argv[2])
 (p,) = plan_recipe(Path(sys.argv[1]), packer.detect(process.run), targets=["qemu"])
 env = {"PACKER_TMP_DIR": str(state / "packer-tmp")}
-ctx = VmContext(process.run, state, PlainReporter(verbose=True), env)
+ctx = BakeContext(process.run, state, PlainReporter(verbose=True), env)
 try:
-    bake_vm(ctx, p)
+    with process.terminate_as_interrupt():
+        loop.bake(Qemu(), QemuSession(ctx), ctx, p)
 except BakeError as exc:
     print(exc.message, file=sys.stderr, flush=True)
     sys.exit(exc.exit_code)
@@ -199,9 +233,10 @@ except BakeError as exc:
 _VERIFY_SCRIPT = """
 import sys
 from pathlib import Path
-from bake import process, vm
+from bake.infra import process
+from bake.targets.qemu import machine as vm
 from bake.errors import BakeError
-from bake.vmverify import verify_vm_disk
+from bake.targets.qemu.verify import verify_vm_disk
 d = Path(sys.argv[1])
 boot = vm.BootFiles(d / "debian-base.qcow2", d / "vmlinuz", d / "initrd.img")
 try:
@@ -226,7 +261,7 @@ def _python(script: str, *args: str) -> subprocess.Popen[str]:
 
 
 def test_sigterm_during_a_step_leaves_no_vm_and_no_disk(
-    baked_vm_web: Outcome, vm_ctx: VmContext, recipe_dir: Path, ssh_before: set[str]
+    baked_vm_web: Outcome, vm_ctx: BakeContext, recipe_dir: Path, ssh_before: set[str]
 ) -> None:
     slow = recipe_dir / "slow-vm.yaml"
     slow.write_text(
@@ -252,9 +287,9 @@ def test_sigterm_during_a_step_leaves_no_vm_and_no_disk(
 
 
 def test_sigterm_while_verifying_leaves_no_vm_and_no_overlay(
-    baked_vm_web: Outcome, vm_ctx: VmContext, tmp_path: Path, ssh_before: set[str]
+    baked_vm_web: Outcome, vm_ctx: BakeContext, tmp_path: Path, ssh_before: set[str]
 ) -> None:
-    folder = Path(str(baked_vm_web.parents[0].artifact["path"])).parent
+    folder = baked_vm_web.parents[0].artifact.files["disk"].path.parent
     work = vm_ctx.state / "work" / "sigterm-verify"
     proc = _python(_VERIFY_SCRIPT, str(folder), str(work))
     deadline = time.monotonic() + 60
@@ -320,7 +355,7 @@ def test_bake_build_publishes_the_vm_and_fetch_returns_its_verified_bytes(
     assert doc["cached"] is True and doc["published"] is None
     args = ("build", web, "-t", "qemu", "--offline", "--registry", f"dir:{folder}", "--json")
     doc = json.loads(_ok(env, *args))
-    assert doc["published"]["digest"] == baked_vm_web.record.artifact["digest"]
+    assert doc["published"]["digest"] == baked_vm_web.record.artifact.digest
     assert set(doc["published"]["attestations"]) == {"provenance", "test-result", "sbom", "files"}
     assert "debian-base" in _ok(env, "ls")
     _ok(env, "promote", "web@latest", "stable")
@@ -341,7 +376,7 @@ def test_bake_build_publishes_the_vm_and_fetch_returns_its_verified_bytes(
     again = json.loads(_ok(env, "publish", str(baked_vm_web.record_path), "--json"))
     assert again["created"] is False
     # the registry's copy of the disk changed: resolve and fetch refuse it, and write nothing
-    blob = folder / "blobs" / "sha256" / str(baked_vm_web.record.artifact["digest"])[7:]
+    blob = folder / "blobs" / "sha256" / str(baked_vm_web.record.artifact.digest)[7:]
     with blob.open("r+b") as f:
         f.seek(1 << 20)
         byte = f.read(1)
@@ -366,7 +401,7 @@ def test_vm_published_to_an_oci_registry_and_fetched(
     assert pub["ref"].startswith(f"{registry.host}/") and "@sha256:" in pub["ref"]
     _ok(env, "promote", "web@latest", "stable")
     tf = _ok(env, "resolve", "web@stable", "-t", "qemu", "--format", "tfvars")
-    assert f'image_digest = "{baked_vm_web.record.artifact["digest"]}"' in tf
+    assert f'image_digest = "{baked_vm_web.record.artifact.digest}"' in tf
     _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
 
 
@@ -374,7 +409,7 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
     baked_vm_web: Outcome, vm_state: Path, keys: Path, tmp_path: Path, ssh_before: set[str]
 ) -> None:
     """A deployer's VM: fetched from the registry, booted, compared over SSH; then changed."""
-    from bake.vmverify import boot_vm
+    from bake.targets.qemu.verify import boot_vm
 
     env = _cli_env(vm_state, keys, f"dir:{tmp_path / 'registry'}")
     pub = json.loads(_ok(env, "publish", str(baked_vm_web.record_path), "--json"))

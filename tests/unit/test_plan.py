@@ -3,7 +3,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bake.packer import PackerInfo
+from bake.infra.packer import PackerInfo
 from bake.plan import plan_document, plan_recipe
 from tests.conftest import RECIPES
 

@@ -6,6 +6,7 @@ import pytest
 
 from bake.errors import RecipeError
 from bake.recipe.load import parse_extra_vars, resolve, resolve_targets
+from bake.targets.docker.config import DockerConfig
 from tests.conftest import RECIPES
 
 
@@ -51,11 +52,12 @@ def test_extends_inherits_verify_and_targets() -> None:
     assert web.parent is not None and web.parent.name == "debian-base"
     assert web.chain == ("web", "debian-base")
     own = len(web.recipe.verify)
-    assert len(web.verify) == own + len(web.parent.verify)
+    assert len(web.verify) + len(web.skipped) == own + len(web.parent.verify)
     # inherited target config merges with the child's
-    assert web.recipe.targets.docker is not None
-    assert web.recipe.targets.docker.env == {"LANG": "C.UTF-8"}
-    assert web.recipe.targets.docker.entrypoint == ("nginx", "-g", "daemon off;")
+    docker = web.recipe.targets.get("docker")
+    assert isinstance(docker, DockerConfig)  # validated by the docker target's own model
+    assert docker.env == {"LANG": "C.UTF-8"}
+    assert docker.entrypoint == ("nginx", "-g", "daemon off;")
 
 
 def test_template_is_rendered_on_the_host() -> None:
@@ -98,3 +100,31 @@ def test_search_path_finds_parents(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="parent recipe `base` not found"):
         resolve(child, "docker")
     assert resolve(child, "docker", search_path=[lib]).parent is not None
+
+
+def test_checks_with_when_apply_to_some_targets_and_are_skipped_elsewhere(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: r\nversion: 1.0.0\nbase: {bootstrap: {suite: bookworm}}\n"
+        "targets: {docker: {}, qemu: {}}\n"
+        "verify:\n"
+        "  - file: {path: /etc/os-release}\n"
+        "  - {service: {name: ssh, running: true}, when: \"target == 'qemu'\"}\n"
+        "  - {file: {path: /.dockerenv, exists: false}, when: \"{{ target != 'qemu' }}\"}\n"
+    )
+    docker, qemu = resolve(recipe, "docker"), resolve(recipe, "qemu")
+    assert [c.kind for c in docker.verify] == ["file", "file"]
+    assert [(c.kind, why) for c, why in docker.skipped] == [
+        ("service", "when: target == 'qemu' is false for target docker")
+    ]
+    assert [c.kind for c in qemu.verify] == ["file", "service"] and len(qemu.skipped) == 1
+
+
+def test_a_checks_when_must_be_a_boolean_and_names_its_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: r\nversion: 1.0.0\nbase: {bootstrap: {suite: bookworm}}\n"
+        'verify:\n  - {file: {path: /etc/os-release}, when: "{{ target }}"}\n'
+    )
+    with pytest.raises(RecipeError, match=r"r\.yaml:5:\d+: verify\[0\]\.when: `when` must be true or false"):
+        resolve(recipe, "docker")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bake.attest import PublicKey, SigningKey, load_public_key, load_signing_key, write_keypair
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes
+from bake.attest.keys import PublicKey, SigningKey, load_public_key, load_signing_key, write_keypair
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import client, model
 from bake.registry.client import FreshnessState, Snapshot

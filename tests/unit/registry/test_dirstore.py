@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes
 from bake.errors import RegistryError, TrustError
 from bake.registry.backend import URL_HINT, open_registry
 from bake.registry.dirstore import DirRegistry, atomic_write

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bake.digest import sha256_file
+from bake.attest.digest import sha256_file
 from bake.errors import RegistryError, TrustError
 from bake.registry import disks
 from bake.registry.images import QCOW2_ARTIFACT_TYPE
@@ -86,7 +86,9 @@ def test_a_file_that_changed_since_the_bake_is_not_stored(tmp_path: Path) -> Non
 def test_oci_artifact_with_three_layers_round_trip(tmp_path: Path) -> None:
     fake = FakeRegistry()
     files = vm_files(tmp_path / "bake")
-    ref = disks.push_to_oci(files, "127.0.0.1:5000/bake/web", "1.4.0-abc", chunk=1 << 20, send=fake)
+    ref = disks.push_to_oci(files, "127.0.0.1:5000/bake/web", "1.4.0-abc", chunk=2 << 20, send=fake)
+    assert fake.count("PATCH") == 4  # the disk in 2 MiB + 1 MiB, then kernel and initrd
+    assert max(fake.bodies) <= 1 << 20  # each chunk is sent 1 MiB at a time, memory stays flat
     repo, _, digest = ref.partition("/")[2].partition("@")
     raw = json.loads(fake.manifests[repo, digest])
     assert raw["artifactType"] == QCOW2_ARTIFACT_TYPE

@@ -7,7 +7,6 @@ tests/integration/test_oci_registry.py runs the real skopeo, engine and registry
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bake.digest import sha256_bytes, sha256_file
+from bake.attest.digest import sha256_bytes
 from bake.errors import RegistryError, ToolError, TrustError
-from bake.process import Call, LineSink, Result
+from bake.infra.process import Call, LineSink, Result
 from bake.registry import images
 from bake.registry.images import (
     PushedImage,
@@ -33,8 +32,7 @@ from bake.registry.images import (
     parse_repo,
     push_argv,
 )
-from bake.registry.ocistore import Credentials, parse_manifest
-from tests.unit.registry.test_ocistore import FakeRegistry
+from bake.registry.ocistore import Credentials
 
 HOST = "unix:///tmp/dk/docker.sock"
 IMAGE = sha256_bytes(b"config")
@@ -248,37 +246,3 @@ def test_pull_from_a_registry(tmp_path: Path) -> None:
     tools.on_copy = lambda call: tools.engine_images.clear()
     with pytest.raises(ToolError, match="has no web:pinned"):
         images.pull_to_docker(tools, HOST, ref, name="web:pinned", environ={})
-
-
-# --------------------------------------------------------------------------- file artifacts
-
-
-def test_file_artifacts_stream_in_chunks(tmp_path: Path) -> None:
-    fake = FakeRegistry()
-    disk = tmp_path / "disk.qcow2"
-    disk.write_bytes(os.urandom(5 * (1 << 20) + 123))
-    pushed = images.push_file_artifact(disk, "127.0.0.1:5000/bake/disk", "1.0", chunk=2 << 20, send=fake)
-    assert pushed.blob == sha256_file(disk) and pushed.size == disk.stat().st_size
-    assert fake.count("PATCH") == 3  # 2 MiB + 2 MiB + 1 MiB 123 B
-    assert max(fake.bodies) <= 1 << 20  # each chunk is sent 1 MiB at a time
-    _, (layer,) = parse_manifest(fake.manifests["bake/disk", pushed.digest], "m")
-    assert layer.media_type == images.QCOW2_MEDIA_TYPE
-    raw = json.loads(fake.manifests["bake/disk", pushed.digest])
-    assert raw["artifactType"] == images.QCOW2_ARTIFACT_TYPE
-    assert raw["layers"][0]["annotations"] == {"org.opencontainers.image.title": "disk.qcow2"}
-    assert fake.tags["bake/disk", "1.0"] == pushed.digest
-
-    patches = fake.count("PATCH")
-    assert images.push_file_artifact(disk, "127.0.0.1:5000/bake/disk", "1.0", send=fake) == pushed
-    assert fake.count("PATCH") == patches  # already there: nothing uploaded
-
-    out = tmp_path / "out" / "disk.qcow2"
-    fetched = images.fetch_file_artifact(pushed.ref, out, send=fake)
-    assert fetched == pushed and out.read_bytes() == disk.read_bytes()
-
-    fake.blobs["bake/disk", pushed.blob] = b"tampered"
-    with pytest.raises(TrustError, match="has the content of"):
-        images.fetch_file_artifact(pushed.ref, tmp_path / "bad" / "disk.qcow2", send=fake)
-    assert list((tmp_path / "bad").iterdir()) == []  # no partial file left behind
-    with pytest.raises(RegistryError, match="does not exist"):
-        images.fetch_file_artifact(f"127.0.0.1:5000/bake/disk@{DIGEST}", out, send=fake)

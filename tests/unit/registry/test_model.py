@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import model
 from bake.registry.model import ImageDoc, Release, TargetOutput

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bake.attest import load_signing_key, write_keypair
-from bake.digest import sha256_bytes
+from bake.attest.digest import sha256_bytes
+from bake.attest.keys import load_signing_key, write_keypair
 from bake.errors import RegistryError, TrustError
 from bake.registry import client
 from bake.registry.backend import open_registry

@@ -1,0 +1,116 @@
+"""`bake drift`: is a running instance still the image it was baked from?
+
+The live instance is compared with the signed file manifest of its published image, then
+the image's own verify checks (carried in its signed test-result) run against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bake.app.session import RegistryAccess, Session
+from bake.deploy.drift import DriftReport
+from bake.deploy.resolve import Resolution
+from bake.errors import BakeError
+from bake.infra import process
+from bake.targets.docker.engine import Engine
+from bake.verify.run import VerifyReport
+
+
+@dataclass(frozen=True)
+class DriftRequest:
+    image: str  # NAME@VERSION, NAME@CHANNEL or REF@sha256:…
+    host: str  # docker://CONTAINER or ssh://USER@HOST[:PORT]
+    target: str = "docker"
+    checks: bool = True
+    ssh_config: Path | None = None
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    resolution: Resolution
+    host: str
+    files: DriftReport
+    checks: VerifyReport | None
+
+    @property
+    def clean(self) -> bool:
+        return self.files.clean and (self.checks is None or self.checks.ok)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.clean,
+            "image": f"{self.resolution.name}@{self.resolution.version}",
+            "digest": self.resolution.digest,
+            "files": self.files.to_json(),
+            "checks": self.checks.to_json() if self.checks else None,
+        }
+
+
+@contextlib.contextmanager
+def _engine_for(session: Session, host: str) -> Iterator[Engine | None]:
+    """A Docker engine for docker:// instances; an ssh:// host needs none."""
+    from bake.deploy.instances import parse_instance
+    from bake.targets.docker.engine import engine
+
+    if parse_instance(host).scheme != "docker":
+        yield None
+        return
+    with engine(session.runner, session.state, session.environ) as eng:
+        yield eng
+
+
+def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftResult:
+    from bake.attest.filemanifest import open_manifest
+    from bake.attest.predicates import checks_from_test_result
+    from bake.attest.statements import open_statement
+    from bake.deploy.drift import check_drift
+    from bake.deploy.instances import testinfra_host
+    from bake.deploy.resolve import find_by_digest, resolve
+    from bake.recipe.models import Check
+    from bake.verify.run import run_checks
+
+    read = session.reader(access)
+    snap = read.snapshot
+    if "@sha256:" in req.image:
+        res = find_by_digest(snap, req.image, req.target)
+    else:
+        res = resolve(snap, req.image, req.target)
+    if "files" not in res.attestations:
+        raise BakeError(f"{res.name}@{res.version} was published without a file manifest", "publish it again")
+    envelope = json.loads(snap.load_blob(res.attestations["files"]))
+    manifest = open_manifest(envelope, read.trusted, image_digest=res.digest)
+    with process.terminate_as_interrupt(), _engine_for(session, req.host) as eng:
+        report = check_drift(
+            session.runner,
+            eng,
+            manifest.entries,
+            req.host,
+            manifest.volatile,
+            image_digest=res.digest,
+            ssh_config=req.ssh_config,
+            environ=session.environ,
+        )
+        verify = None
+        if req.checks and "test-result" in res.attestations:
+            stmt = open_statement(
+                json.loads(snap.load_blob(res.attestations["test-result"])),
+                read.trusted,
+                expect_subject_digest=res.digest,
+            )
+            checks = [Check.model_validate(c) for c in checks_from_test_result(stmt)]
+            if checks:
+                verify = run_checks(
+                    session.runner,
+                    eng.env if eng is not None else {},
+                    testinfra_host(req.host),
+                    res.name,
+                    checks,
+                    session.state / "drift" / res.name,
+                    (f"--ssh-config={req.ssh_config.resolve()}",) if req.ssh_config else (),
+                )
+    return DriftResult(res, req.host, report, verify)

@@ -1,0 +1,180 @@
+"""Publish good bakes: copy the artifact by digest, attest it, record it in the registry.
+
+Order matters for "a failed or interrupted publish leaves the registry as it was":
+artifact bytes first (content-addressed, harmless if orphaned), then attestation blobs,
+then one signed index update under the registry lock. A parent is published before its
+child, so a child's `parent` always names a build the registry holds. Every target goes
+the same way: its session copies the bytes and says what the artifact holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from bake import targets
+from bake.app.session import RegistryAccess, Session, Writer
+from bake.attest.predicates import attestations
+from bake.errors import BakeError
+from bake.infra import process
+from bake.record import BuildRecord, find_good
+from bake.registry import client
+from bake.registry.model import Build, ImageDoc, Release, TargetOutput
+from bake.registry.semver import parse as parse_semver
+from bake.targets.base import TargetSession
+from bake.ui.progress import PlainReporter
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: str  # full version with build number
+    created: bool
+    ref: str | None
+    digest: str
+    attestations: Mapping[str, str]
+    registry: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "ref": self.ref,
+            "digest": self.digest,
+            "attestations": dict(self.attestations),
+            "registry": self.registry,
+        }
+
+
+def find_by_key(doc: ImageDoc | None, bake_key: str) -> tuple[str, Build] | None:
+    """The newest non-revoked build of an image with this bake key."""
+    if doc is None:
+        return None
+    hits = [
+        (v, b)
+        for v, b in doc.versions.items()
+        if b.bake_key == bake_key and v not in doc.revocations and b.version not in doc.revocations
+    ]
+    if not hits:
+        return None
+    return max(hits, key=lambda vb: (parse_semver(vb[1].version).precedence(), vb[1].build))
+
+
+def image_tag(record: BuildRecord) -> str:
+    # OCI tags allow no '+': version and bake key identify the bytes
+    return f"{record.version}-{record.bake_key.removeprefix('sha256:')[:12]}"
+
+
+def ensure_initialized(session: Session, writer: Writer) -> None:
+    if writer.registry.read_index_envelope() is None:
+        client.init(writer.registry, writer.signer, now=session.now(), state=session.freshness())
+
+
+def published_version(session: Session, access: RegistryAccess, name: str, bake_key: str) -> str | None:
+    """The registry's version of ``name`` with this bake key, if any (skips a whole bake)."""
+    writer = session.writer(access)
+    if writer.registry.read_index_envelope() is None:
+        return None
+    snap = client.read(writer.registry, writer.trusted, state=session.freshness(), now=session.now())
+    hit = find_by_key(snap.get(name), bake_key)
+    return hit[0] if hit else None
+
+
+def publish_records(
+    session: Session,
+    records: Sequence[BuildRecord],
+    access: RegistryAccess,
+    opened: Mapping[str, TargetSession] | None = None,
+) -> list[PublishResult]:
+    """Publish good build records. ``opened``: target sessions already open (by target
+    name); others are opened here, once each, and only for targets the records have."""
+    writer = session.writer(access)
+    ensure_initialized(session, writer)
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, TargetSession] = dict(opened or {})
+
+        def session_for(target: str) -> TargetSession:
+            if target not in sessions:
+                ctx = session.bake_context(PlainReporter())
+                sessions[target] = stack.enter_context(targets.get(target).session(ctx))
+            return sessions[target]
+
+        with process.terminate_as_interrupt():
+            return [publish_record(session, writer, rec, session_for) for rec in records]
+
+
+def publish_record(
+    session: Session,
+    writer: Writer,
+    record: BuildRecord,
+    session_for: Callable[[str], TargetSession],
+) -> PublishResult:
+    """Publish one good record (its parent first, if the registry lacks it)."""
+    if not record.good:
+        raise BakeError(
+            f"{record.name} {record.version} ({record.bake_key[:19]}) is not a good bake: {record.error}",
+            "only bakes that passed verification are published",
+        )
+    registry, now, fresh = writer.registry, session.now(), session.freshness()
+    snapshot = client.read(registry, writer.trusted, state=fresh, now=now)
+    parent_spec: str | None = None
+    parent_digest: str | None = None
+    if record.parent and record.parent.get("bake_key"):
+        pkey, pname = str(record.parent["bake_key"]), str(record.parent["name"])
+        hit = find_by_key(snapshot.get(pname), pkey)
+        if hit is None:
+            prec = find_good(session.state, pname, record.target, pkey)
+            if prec is None:
+                raise BakeError(
+                    f"parent {pname} ({pkey[:19]}) of {record.name} is neither published nor baked here",
+                    f"bake it first: bake build {pname}.yaml",
+                )
+            publish_record(session, writer, prec, session_for)
+            snapshot = client.read(registry, writer.trusted, state=fresh, now=now)
+            hit = find_by_key(snapshot.get(pname), pkey)
+            assert hit is not None
+        parent_spec = f"{pname}@{hit[0]}"
+        out = hit[1].targets.get(record.target)
+        parent_digest = out.digest if out is not None else None
+
+    target_session: TargetSession = session_for(record.target)
+    stored = target_session.copy_to(record.artifact, registry, record.name, image_tag(record))
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    envelopes = attestations(
+        record,
+        stored.subjects,
+        writer.signer,
+        evidence=target_session.evidence(record.artifact),
+        parent_digest=parent_digest,
+        now=stamp,
+    )
+    blobs = {kind: registry.write_blob(data) for kind, data in envelopes.items()}
+    release = Release(
+        name=record.name,
+        version=record.version,
+        bake_key=record.bake_key,
+        created=now,
+        targets={
+            record.target: TargetOutput(
+                digest=stored.digest,
+                ref=stored.ref,
+                artifact_id=stored.artifact_id,
+                image_id=stored.image_id,
+                files=dict(stored.files),
+            )
+        },
+        attestations=blobs,
+        parent=parent_spec,
+    )
+    published = client.publish(registry, writer.signer, writer.trusted, release, now=now, state=fresh)
+    return PublishResult(
+        name=record.name,
+        version=published.version,
+        created=published.created,
+        ref=stored.ref,
+        digest=stored.digest,
+        attestations=blobs,
+        registry=registry.url,
+    )

@@ -1,0 +1,81 @@
+"""The `bake` command line: parse, call a use case in bake.app, render its result.
+
+The command modules (recipes, build, registry, deploy) each import only bake.app and
+bake.ui; this package mounts their functions on one Typer app. Heavy modules (pydantic
+models, Jinja2, Rich) load inside the commands that need them, so that a deployer's
+`bake resolve` starts fast (it even has a path without Typer: bake/entry.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from bake import __version__
+from bake.cli import build, deploy, recipes, registry
+from bake.ui.options import DEBUG
+from bake.ui.output import line
+
+app = typer.Typer(
+    name="bake",
+    help="Bake declarative recipes into verified, signed, pinnable golden images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lock_app = typer.Typer(help="Lock files: pinned image digests for deployers.", no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+
+COMMANDS = (
+    ("validate", recipes.validate),
+    ("plan", recipes.plan),
+    ("render", recipes.render),
+    ("schema", recipes.schema),
+    ("init", recipes.init),
+    ("build", build.build),
+    ("verify", build.verify),
+    ("keygen", registry.keygen),
+    ("publish", registry.publish),
+    ("promote", registry.promote),
+    ("rollback", registry.rollback),
+    ("revoke", registry.revoke),
+    ("refresh", registry.refresh),
+    ("ls", registry.list_images),
+    ("history", registry.history),
+    ("outdated", registry.outdated),
+    ("resolve", deploy.resolve),
+    ("fetch", deploy.fetch),
+    ("pin", deploy.pin),
+    ("drift", deploy.drift),
+)
+for name, command in COMMANDS:
+    app.command(name)(command)
+lock_app.command("check")(deploy.lock_check)
+
+
+def _version(value: bool) -> None:
+    if value:
+        line(f"bake {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    DEBUG[0] = debug
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,127 @@
+"""bake.deploy.resolve: specs to verified build outputs, and their formats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bake.deploy import resolve as deploy
+from bake.deploy.resolve import Resolution
+from bake.errors import BakeError, RegistryError, TrustError
+from bake.registry import model
+from bake.registry.model import ImageDoc
+from tests.unit.deploy.docs import URL, at, d, snap
+
+# --------------------------------------------------------------------------- resolve
+
+
+def test_resolve_a_channel(web: ImageDoc) -> None:
+    res = deploy.resolve(snap(web), "web@stable", "docker")
+    assert res == Resolution(
+        name="web",
+        spec="web@stable",
+        version="1.4.0+1",
+        channel="stable",
+        target="docker",
+        digest=d("b"),
+        ref=f"r.example/web@{d('b')}",
+        artifact_id=None,
+        image_id=d("id-b"),
+        bake_key="key-b",
+        attestations={"provenance": d("prov-b"), "sbom": d("sbom-b")},
+        registry=URL,
+        serial=7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [("web@1.4.0", "1.4.0+2"), ("web@1.4.0+1", "1.4.0+1"), ("web@1.3.0", "1.3.0+1")],
+)
+def test_resolve_versions(web: ImageDoc, spec: str, version: str) -> None:
+    res = deploy.resolve(snap(web), spec, "qemu")
+    assert (res.version, res.channel, res.ref) == (version, None, None)
+    assert res.artifact_id == f"web-{version.partition('+')[0]}.qcow2"
+
+
+def test_resolve_latest_refuses_a_tag_only_ref(web: ImageDoc) -> None:
+    # latest is 1.5.0, whose docker ref names a tag: a tag can move, so it is refused...
+    with pytest.raises(TrustError, match=r"'r\.example/web:1\.5\.0', which is not pinned by digest"):
+        deploy.resolve(snap(web), "web@latest", "docker")
+    # ... while its qemu output has no ref and resolves.
+    assert deploy.resolve(snap(web), "web@latest", "qemu").version == "1.5.0+1"
+
+
+def test_resolve_refuses_unknown_things_with_near_misses(web: ImageDoc) -> None:
+    s = snap(web)
+    cases = [
+        ("wbe@stable", "docker", RegistryError, "no image named 'wbe'", "did you mean 'web'?"),
+        ("web@stabel", "docker", RegistryError, "no channel 'stabel'", "did you mean 'stable'?"),
+        ("web@1.4.1", "docker", RegistryError, "is not in the registry", "did you mean"),
+        ("web@stable", "dokcer", RegistryError, "not built for target", "did you mean 'docker'?"),
+        ("web", "docker", BakeError, "not an image spec", "NAME@CHANNEL"),
+    ]
+    for spec, target, error, message, hint in cases:
+        with pytest.raises(error, match=message) as info:
+            deploy.resolve(s, spec, target)
+        assert info.value.hint is not None and hint in info.value.hint, spec
+
+
+def test_resolve_refuses_revoked_builds_saying_why_and_when(web: ImageDoc) -> None:
+    web = model.revoke(web, "1.4.0+1", "CVE-2024-0001 in openssl", at=at(30))
+    with pytest.raises(TrustError) as info:
+        deploy.resolve(snap(web), "web@stable", "docker")
+    assert str(info.value) == (
+        "web@stable points to web@1.4.0+1, which was revoked at 2024-05-01T12:30:00Z: "
+        "CVE-2024-0001 in openssl"
+    )
+    with pytest.raises(TrustError, match="was revoked at"):
+        deploy.resolve(snap(web), "web@1.4.0+1", "docker")
+    assert deploy.resolve(snap(web), "web@1.4.0", "docker").version == "1.4.0+2"
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@pytest.fixture
+def res(web: ImageDoc) -> Resolution:
+    return deploy.resolve(snap(web), "web@stable", "docker")
+
+
+def test_format_env(res: Resolution) -> None:
+    assert deploy.format_resolution(res, "env") == (
+        "BAKE_IMAGE_NAME=web\n"
+        "BAKE_IMAGE_VERSION=1.4.0+1\n"
+        "BAKE_IMAGE_TARGET=docker\n"
+        f"BAKE_IMAGE_DIGEST={d('b')}\n"
+        f"BAKE_IMAGE_REF=r.example/web@{d('b')}\n"
+    )
+
+
+def test_format_tfvars(res: Resolution, web: ImageDoc) -> None:
+    assert deploy.format_resolution(res, "tfvars") == (
+        f'image_ref = "r.example/web@{d("b")}"\nimage_digest = "{d("b")}"\nartifact_id = null\n'
+    )
+    qemu = deploy.resolve(snap(web), "web@1.3.0", "qemu")
+    text = deploy.format_resolution(qemu, "tfvars")
+    assert "image_ref = null\n" in text and 'artifact_id = "web-1.3.0.qcow2"\n' in text
+
+
+def test_tfvars_strings_are_escaped() -> None:
+    assert deploy._hcl_string('a"b\\c${x}%{y}') == '"a\\"b\\\\c$${x}%%{y}"'
+
+
+def test_format_json_and_text(res: Resolution) -> None:
+    assert json.loads(deploy.format_resolution(res, "json")) == res.to_json()
+    text = deploy.format_resolution(res, "text")
+    assert "image:        web@1.4.0+1\n" in text
+    assert "channel:      stable\n" in text
+    assert f"registry:     {URL} (serial 7)\n" in text
+    assert "artifact:" not in text  # unknown values are left out
+
+
+def test_unknown_format(res: Resolution) -> None:
+    with pytest.raises(BakeError, match="unknown output format 'tfvar'") as info:
+        deploy.format_resolution(res, "tfvar")
+    assert info.value.hint == "did you mean 'tfvars'?"
