@@ -4,16 +4,18 @@ PYTEST_ARGS ?=
 export PACKER_TMP_DIR ?= $(CURDIR)/.bake/packer-tmp
 export CHECKPOINT_DISABLE = 1
 
-.PHONY: help install lint typecheck unit integration test demo bench clean schema
+.PHONY: help setup install lint typecheck unit integration test demo bench clean schema
 
 help:
 	@echo "make demo   - set up, bake the example recipes into dir:./registry, resolve web@stable"
-	@echo "make test   - ruff, mypy --strict, unit and integration tests"
+	@echo "make test   - set up, then ruff, mypy --strict, unit and integration tests"
 	@echo "make lint   - ruff + mypy only"
 	@echo "make bench  - benchmarks (ratios against baselines measured in the same run)"
 
-install:
-	$(PYTHON) -m pip install -q -e '.[dev]'
+setup:
+	bash scripts/setup.sh
+
+install: setup
 
 lint:
 	ruff check bake tests bench
@@ -29,9 +31,9 @@ integration:
 	mkdir -p $(PACKER_TMP_DIR)
 	$(PYTHON) -m pytest tests/integration -q -m integration $(PYTEST_ARGS)
 
-test: lint
-	mkdir -p $(PACKER_TMP_DIR)
-	$(PYTHON) -m pytest tests -q $(PYTEST_ARGS)
+# sets itself up: packages, a private dockerd and a registry (stopped after), lint, every test
+test:
+	PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 schema:
 	$(PYTHON) -m bake schema > bake-recipe.schema.json

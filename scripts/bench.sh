@@ -3,7 +3,7 @@
 # measured in the same run. Needs what `make demo` needs (it starts a private dockerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --disable-pip-version-check -e . >/dev/null
+bash scripts/setup.sh
 # shellcheck source=services.sh
 . scripts/services.sh
 trap stop_services EXIT

@@ -5,21 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in packer dockerd mmdebstrap skopeo; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "demo: missing ${missing[*]}; run as root or: apt-get install packer docker.io mmdebstrap skopeo" >&2
-    exit 1
-  fi
-  echo "demo: installing packer docker.io mmdebstrap skopeo"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends packer docker.io mmdebstrap skopeo ca-certificates >/dev/null
-fi
-python3 -m pip install -q --disable-pip-version-check -e . >/dev/null
+bash scripts/setup.sh
 
 # shellcheck source=services.sh
 . scripts/services.sh
