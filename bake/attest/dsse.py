@@ -1,7 +1,10 @@
 """DSSE envelopes: how a payload is signed so that its type is signed too.
 
-The format in-toto, cosign and SLSA tooling read. ``keyid`` in a signature is an
-unauthenticated hint; verification tries every trusted key.
+The format in-toto, cosign and SLSA tooling read, made and checked with securesystemslib's
+`Envelope` and keys. Key ids are securesystemslib's, so that library's own default
+verification (which matches signatures to keys by id) accepts our envelopes. Here a
+``keyid`` is still treated as the unauthenticated hint DSSE says it is: verification tries
+every trusted key, and malformed envelopes get a message saying what is wrong.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
+
+from securesystemslib.dsse import Envelope
 
 from bake.attest.keys import PublicKey, SigningKey
 from bake.errors import TrustError
@@ -21,18 +26,18 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
     ``"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body``, lengths in ASCII decimal bytes.
     """
-    t = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+    return Envelope(payload, payload_type, {}).pae()
 
 
-def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE) -> dict[str, object]:
-    """Sign *payload* and wrap it in a DSSE envelope (a JSON-ready dict)."""
-    sig = key.sign(pae(payload_type, payload))
-    return {
-        "payloadType": payload_type,
-        "payload": _b64(payload),
-        "signatures": [{"keyid": key.keyid, "sig": _b64(sig)}],
-    }
+def sign_envelope(
+    payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE, *more: SigningKey
+) -> dict[str, object]:
+    """Sign *payload* (with one key or more) and wrap it in a DSSE envelope (a JSON-ready dict)."""
+    envelope = Envelope(payload, payload_type, {})
+    for signer in (key, *more):
+        envelope.sign(signer.signer)
+    doc: dict[str, object] = envelope.to_dict()
+    return doc
 
 
 def verify_envelope(

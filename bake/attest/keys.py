@@ -1,90 +1,114 @@
-"""Signing keys: ed25519 key pairs, as bake writes and reads them.
+"""Signing keys: key pairs as bake writes and reads them, as securesystemslib keys.
 
-A key's id is the hex sha256 of its raw 32-byte public key, so it can be recomputed from
-the public key alone and does not depend on any encoding of it. Private keys are written
-0600 (optionally encrypted with a passphrase), never over an existing key unless asked.
+ed25519 (the default) and ECDSA P-256 (`bake keygen --type ecdsa-p256`). A key's id is the
+TUF/securesystemslib key id (the sha256 of the key's canonical JSON: type, scheme, public
+value), so TUF metadata, DSSE envelopes and any securesystemslib consumer name keys alike.
+Signing and verifying go through securesystemslib's CryptoSigner and SSlibKey (which use
+`cryptography`): no hand-written crypto. Private keys are written 0600 (optionally
+encrypted with a passphrase), never over an existing key unless asked.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
+from securesystemslib.signer import CryptoSigner, Signature, SSlibKey
 
 from bake.errors import BakeError
 from bake.infra.fsutil import atomic_write
 
 KEYGEN_HINT = "create a key pair with `bake keygen`"
+PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicCryptoKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 
-# --- keys ------------------------------------------------------------------------------
+# what `bake keygen --type` makes
+KEY_TYPES: dict[str, Callable[[], PrivateKey]] = {
+    "ed25519": Ed25519PrivateKey.generate,
+    "ecdsa-p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+}
 
 
-def keyid_of(public: Ed25519PublicKey) -> str:
-    """The key id bake uses: hex sha256 of the raw 32-byte public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+def _supported(key: object, path: Path | str) -> None:
+    ok = isinstance(key, Ed25519PrivateKey | Ed25519PublicKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    )
+    if not ok:
+        raise BakeError(
+            f"{path} holds a key of type {_key_kind(key)}; bake signs with ed25519 or ECDSA P-256",
+            hint=KEYGEN_HINT,
+        )
 
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An ed25519 public key and its id. Equal keys have equal ids."""
+    """A public key (securesystemslib SSlibKey). Equal keys have equal ids."""
 
-    keyid: str
-    key: Ed25519PublicKey = field(compare=False, repr=False)
+    key: SSlibKey = field(repr=False)
 
-    def __post_init__(self) -> None:
-        if self.keyid != keyid_of(self.key):
-            raise ValueError(f"keyid {self.keyid} does not match the key")
+    @property
+    def keyid(self) -> str:
+        return self.key.keyid
+
+    @property
+    def scheme(self) -> str:
+        return self.key.scheme
 
     @classmethod
-    def from_crypto(cls, key: Ed25519PublicKey) -> PublicKey:
-        return cls(keyid_of(key), key)
+    def from_crypto(cls, key: PublicCryptoKey) -> PublicKey:
+        return cls(SSlibKey.from_crypto(key))
 
     def verify(self, sig: bytes, data: bytes) -> bool:
         """True when *sig* is this key's signature over *data*."""
         try:
-            self.key.verify(sig, data)
-        except InvalidSignature:
+            self.key.verify_signature(Signature(self.keyid, sig.hex()), data)
+        except (UnverifiedSignatureError, VerificationError):
             return False
         return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.keyid == self.keyid
+
+    def __hash__(self) -> int:
+        return hash(self.keyid)
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    """An ed25519 private key and the id of its public half."""
+    """A private key, as a securesystemslib signer."""
 
-    keyid: str
-    key: Ed25519PrivateKey = field(compare=False, repr=False)
+    signer: CryptoSigner = field(repr=False)
 
-    def __post_init__(self) -> None:
-        if self.keyid != keyid_of(self.key.public_key()):
-            raise ValueError(f"keyid {self.keyid} does not match the key")
-
-    @classmethod
-    def from_crypto(cls, key: Ed25519PrivateKey) -> SigningKey:
-        return cls(keyid_of(key.public_key()), key)
+    @property
+    def keyid(self) -> str:
+        return self.signer.public_key.keyid
 
     @classmethod
-    def generate(cls) -> SigningKey:
-        return cls.from_crypto(Ed25519PrivateKey.generate())
+    def from_crypto(cls, key: PrivateKey) -> SigningKey:
+        return cls(CryptoSigner(key, SSlibKey.from_crypto(key.public_key())))
+
+    @classmethod
+    def generate(cls, kind: str = "ed25519") -> SigningKey:
+        return cls.from_crypto(KEY_TYPES[kind]())
 
     def sign(self, data: bytes) -> bytes:
-        return self.key.sign(data)
+        return bytes.fromhex(self.signer.sign(data).signature)
 
     @property
     def public(self) -> PublicKey:
-        return PublicKey(self.keyid, self.key.public_key())
+        key = self.signer.public_key
+        assert isinstance(key, SSlibKey)
+        return PublicKey(key)
 
 
-def generate_keypair(passphrase: bytes | None) -> tuple[bytes, bytes]:
+def generate_keypair(passphrase: bytes | None, kind: str = "ed25519") -> tuple[bytes, bytes]:
     """Return a new (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM) pair.
 
     The private PEM is encrypted when *passphrase* is given.
@@ -94,7 +118,9 @@ def generate_keypair(passphrase: bytes | None) -> tuple[bytes, bytes]:
             "the passphrase is empty",
             hint="give a non-empty passphrase, or none for an unencrypted key",
         )
-    key = Ed25519PrivateKey.generate()
+    if kind not in KEY_TYPES:
+        raise BakeError(f"unknown key type {kind!r}", f"key types: {', '.join(KEY_TYPES)}", exit_code=2)
+    key = KEY_TYPES[kind]()
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -110,7 +136,9 @@ def key_paths(prefix: Path) -> tuple[Path, Path]:
     return prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
 
 
-def write_keypair(prefix: Path, passphrase: bytes | None, force: bool = False) -> tuple[Path, Path]:
+def write_keypair(
+    prefix: Path, passphrase: bytes | None, force: bool = False, kind: str = "ed25519"
+) -> tuple[Path, Path]:
     """Write a new key pair to ``PREFIX.key`` (mode 0600) and ``PREFIX.pub``.
 
     Refuses to overwrite either file unless *force*. Each file is written to a temporary
@@ -125,7 +153,7 @@ def write_keypair(prefix: Path, passphrase: bytes | None, force: bool = False) -
                 f"refusing to overwrite {', '.join(map(str, existing))}",
                 hint="choose another prefix, or pass --force to replace the key pair",
             )
-    private_pem, public_pem = generate_keypair(passphrase)
+    private_pem, public_pem = generate_keypair(passphrase, kind)
     _write_atomic(key_path, private_pem, 0o600, replace=force)
     _write_atomic(pub_path, public_pem, 0o644, replace=force)
     return key_path, pub_path
@@ -148,7 +176,7 @@ def _write_atomic(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
 
 
 def load_signing_key(path: Path, passphrase: bytes | None) -> SigningKey:
-    """Load an ed25519 private key from a PEM file, decrypting it with *passphrase*."""
+    """Load a private key from a PEM file, decrypting it with *passphrase*."""
     data = _read_key_file(path)
     if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
         raise BakeError(
@@ -176,16 +204,13 @@ def load_signing_key(path: Path, passphrase: bytes | None) -> SigningKey:
         raise BakeError(f"{path} is not a PEM private key ({e})", hint=KEYGEN_HINT) from e
     except UnsupportedAlgorithm as e:
         raise BakeError(f"{path} is not a usable private key ({e})", hint=KEYGEN_HINT) from e
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BakeError(
-            f"{path} holds a key of type {_key_kind(key)}; bake signs with ed25519 only",
-            hint=KEYGEN_HINT,
-        )
+    _supported(key, path)
+    assert isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey)
     return SigningKey.from_crypto(key)
 
 
 def load_public_key(path: Path) -> PublicKey:
-    """Load an ed25519 public key from a PEM (SubjectPublicKeyInfo) file."""
+    """Load a public key from a PEM (SubjectPublicKeyInfo) file."""
     data = _read_key_file(path)
     if b"PRIVATE KEY-----" in data:
         raise BakeError(
@@ -198,11 +223,8 @@ def load_public_key(path: Path) -> PublicKey:
         raise BakeError(f"{path} is not a PEM public key ({e})", hint=KEYGEN_HINT) from e
     except UnsupportedAlgorithm as e:
         raise BakeError(f"{path} is not a usable public key ({e})", hint=KEYGEN_HINT) from e
-    if not isinstance(key, Ed25519PublicKey):
-        raise BakeError(
-            f"{path} holds a key of type {_key_kind(key)}; bake verifies ed25519 only",
-            hint=KEYGEN_HINT,
-        )
+    _supported(key, path)
+    assert isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey)
     return PublicKey.from_crypto(key)
 
 
@@ -216,7 +238,7 @@ def _read_key_file(path: Path) -> bytes:
 def _key_kind(key: object) -> str:
     kinds: list[tuple[str, tuple[type, ...]]] = [
         ("RSA", (rsa.RSAPrivateKey, rsa.RSAPublicKey)),
-        ("ECDSA", (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)),
+        ("ECDSA (not P-256)", (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)),
         ("DSA", (dsa.DSAPrivateKey, dsa.DSAPublicKey)),
         ("Ed448", (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)),
     ]
