@@ -1,4 +1,4 @@
-"""The registry manifest: signed index, image documents, backends, verified reads.
+"""The registry: TUF metadata (python-tuf), image documents, backends, verified reads.
 
 Kept import-free on purpose: deployers import ``bake.registry.client`` and ``bake.deploy``
 on every resolve, and start-up time is a feature (see ``bench/resolve_bench.py``).

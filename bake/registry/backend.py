@@ -1,9 +1,10 @@
 """Where a registry lives: the ``Registry`` protocol and the URL -> backend factory.
 
-A backend stores two things: content-addressed blobs (image documents, attestation
-envelopes) and one mutable object, the signed index envelope. Everything a backend
-returns is untrusted until :mod:`bake.registry.client` has checked it, but a backend
-must at least refuse a blob whose bytes do not match its digest (TrustError).
+A backend stores a TUF repository (bake.registry.layout): metadata files by name
+(``N.ROLE.json``, ``timestamp.json``) and target files by their stored path
+(``DIR/SHA256.BASE``), plus the artifacts' own bytes (container images, VM disks).
+Everything a backend returns is untrusted until the TUF client has checked it; a backend
+must at least refuse a target file whose bytes do not match the hash in its name.
 
 Backends form a plugin family (a Protocol + a dict): add one by adding an entry to
 ``BACKENDS``. ``dir:PATH`` is a folder; ``oci://HOST[:PORT]/PREFIX`` an OCI Distribution registry.
@@ -11,9 +12,9 @@ Backends form a plugin family (a Protocol + a dict): add one by adding an entry 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bake.errors import RegistryError
 
@@ -33,29 +34,34 @@ class Registry(Protocol):
         """The normalized URL; freshness state is keyed by it."""
         ...
 
-    def read_index_envelope(self) -> dict[str, Any] | None:
-        """The stored DSSE envelope of the index, or None if none was ever written."""
+    def read_metadata(self, name: str) -> bytes | None:
+        """A metadata file (``3.snapshot.json``, ``timestamp.json`` …), None if absent."""
         ...
 
-    def read_blob(self, digest: str) -> bytes:
-        """The blob with ``digest``; TrustError if its bytes do not match, RegistryError if
-        it is missing."""
+    def write_metadata(self, name: str, data: bytes) -> None:
+        """Store a metadata file atomically. Versioned files are never replaced by other
+        bytes; ``timestamp.json`` (the commit point) and pending files are."""
         ...
 
-    def write_blob(self, data: bytes) -> str:
-        """Store ``data`` under its digest (idempotent, atomic); returns the digest."""
+    def delete_metadata(self, name: str) -> None:
+        """Remove a pending file (nothing else is ever deleted)."""
+        ...
+
+    def read_target(self, stored: str) -> bytes:
+        """A target file by its stored path; TrustError if its bytes do not hash to the
+        hash in its name, RegistryError if it is missing."""
+        ...
+
+    def write_target(self, stored: str, data: bytes) -> None:
+        """Store a target file (idempotent, atomic)."""
         ...
 
     def locked(self) -> AbstractContextManager[None]:
-        """Hold the registry's writer lock, exclusive across processes and hosts that
-        share the backend."""
+        """Hold the registry's writer lock, exclusive across the processes (and, where the
+        backend can, the hosts) that share it."""
         ...
 
-    def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
-        """Replace the index envelope atomically (readers see the old or the new one)."""
-        ...
-
-    # artifact bytes: content-addressed, written before the index names them
+    # artifact bytes: content-addressed, written before any metadata names them
 
     def store_image(
         self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str

@@ -1,148 +1,106 @@
-"""Verified reads and locked, signed writes of a registry.
+"""Verified reads and signed writes of a registry, over its TUF metadata.
 
-Reading (:func:`read`) trusts nothing the backend says until it is checked:
+Reading (:func:`read`) goes through the TUF client (bake.registry.updater): a
+:class:`Snapshot` is one verified repository state, and every document it hands out (an
+image document, a protected channel, an attestation, the policy) is a target checked
+against its signed length and hash.
 
-1. the index envelope must be signed by a trusted key (DSSE, ed25519);
-2. it must not have expired (else a *frozen index*: someone may be hiding newer revocations);
-3. its serial must not be lower than the highest this machine has seen for the registry
-   (else a *replayed index*), kept in a small state file (:class:`FreshnessState`);
-4. each image document is loaded only when asked for, and only if its bytes hash to the
-   digest the signed index names.
-
-Writing (:func:`transact`) takes the backend's lock, re-reads and verifies the current
-index, applies a pure mutation, stores changed image documents as blobs, then signs and
-stores the next index (serial + 1, a fresh expiry). Blobs first, index last: a writer
-killed at any instant leaves the registry as it was before or after.
+Writing (:func:`transact`) takes the backend's lock, verifies the current state the same
+way, runs a pure planner against it, and stores what bake.registry.roles stages: target
+files first, then the new role versions, the snapshot, and the timestamp last, so a writer
+killed at any instant leaves the registry as it was before or after. A change a role's
+threshold does not allow yet is kept as a pending change (``bake sign`` completes it).
 
 The clock is always passed in (``now``); nothing here reads it.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
-from bake.attest.digest import sha256_bytes
-from bake.attest.dsse import sign_envelope, verify_envelope
-from bake.attest.keys import PublicKey, SigningKey
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root, Targets, Timestamp
+from tuf.api.metadata import Snapshot as TufSnapshot
+
+from bake.attest.keys import PublicKey
 from bake.errors import BakeError, RegistryError, TrustError
+from bake.registry import roles
 from bake.registry.backend import Registry
-from bake.registry.dirstore import atomic_write
+from bake.registry.layout import (
+    CHANNEL_ROLE,
+    IMAGES,
+    INDEX_PATH,
+    POLICY_PATH,
+    ROOT,
+    SNAPSHOT,
+    TARGETS,
+    TIMESTAMP,
+    Policy,
+    channel_path,
+    image_path,
+    metadata_file,
+    pending_file,
+)
 from bake.registry.model import (
-    INDEX_PAYLOAD_TYPE,
     Change,
     ImageDoc,
-    Index,
     Release,
     add_build,
+    decode_channel_doc,
     decode_image_doc,
-    decode_index,
+    decode_names,
     did_you_mean,
+    encode_channel_doc,
     encode_image_doc,
-    encode_index,
+    encode_names,
     find_build,
-    format_time,
     image_ref,
     new_image_doc,
-    parse_time,
     validate_name,
 )
-
-DEFAULT_TTL = timedelta(days=30)
-STATE_ENV = "BAKE_STATE_DIR"
-STATE_FILE = "registries.json"
-STATE_SCHEMA = "bake.state/v1"
-TRUST_HINT = "pass the publisher's public key (.pub) as a trusted key"
-
-
-# --------------------------------------------------------------------------- freshness
+from bake.registry.roles import AnyMetadata, Signers, Staged
+from bake.registry.updater import Versions, View, cache_dir, open_view, translated, trusted_root
 
 
 @dataclass(frozen=True)
-class FreshnessState:
-    """The highest index serial seen per registry URL, in a JSON file of this machine."""
+class Trust:
+    """Where trust in a registry starts (a root.json, or root public keys as a shorthand)
+    and this machine's cache of what it trusted since."""
 
-    path: Path
-
-    @classmethod
-    def default(cls, environ: Mapping[str, str] | None = None) -> FreshnessState:
-        """``$BAKE_STATE_DIR/registries.json``, else ``~/.local/state/bake/registries.json``."""
-        env = os.environ if environ is None else environ
-        folder = env.get(STATE_ENV)
-        base = Path(folder) if folder else Path.home() / ".local" / "state" / "bake"
-        return cls(base / STATE_FILE)
-
-    def _load(self) -> dict[str, dict[str, object]]:
-        try:
-            data = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            raise BakeError(
-                f"cannot read the registry state file {self.path}: {e}",
-                "delete it to start afresh (replay protection restarts from the next read)",
-            ) from e
-        registries = data.get("registries") if isinstance(data, dict) else None
-        if not isinstance(registries, dict):
-            raise BakeError(
-                f"the registry state file {self.path} is malformed",
-                "delete it to start afresh (replay protection restarts from the next read)",
-            )
-        return registries
-
-    def last_serial(self, url: str) -> int:
-        return _serial_in(self._load(), url)
-
-    def record(self, url: str, serial: int, *, at: datetime) -> None:
-        """Remember ``serial`` for ``url`` if it is higher than what is stored (atomic,
-        and safe against concurrent readers on this machine)."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(
-                self.path.with_name(self.path.name + ".lock"),
-                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                0o644,
-            )
-        except OSError as e:
-            raise BakeError(f"cannot write the registry state in {self.path.parent}: {e}") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            registries = self._load()
-            if _serial_in(registries, url) >= serial:
-                return
-            registries[url] = {"serial": serial, "seen": format_time(at)}
-            data = {"schema": STATE_SCHEMA, "registries": registries}
-            atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
-        finally:
-            os.close(fd)
-
-
-def _serial_in(registries: Mapping[str, object], url: str) -> int:
-    entry = registries.get(url)
-    serial = entry.get("serial") if isinstance(entry, dict) else None
-    return serial if isinstance(serial, int) else 0
+    anchors: tuple[Path, ...]
+    state: Path
+    keys: tuple[PublicKey, ...] = ()  # root public keys given as objects (a writer's own key)
 
 
 # --------------------------------------------------------------------------- snapshot
 
 
-def _no_blobs(digest: str) -> bytes:
-    raise RegistryError(f"blob {digest} is not in this in-memory snapshot")
+def _none(*_args: str) -> None:
+    return None
+
+
+def _missing(stored: str) -> bytes:
+    raise RegistryError(f"{stored} is not in this in-memory snapshot")
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One verified index and lazy, verified access to the image documents it names."""
+    """One verified registry state and lazy, verified access to its documents."""
 
     url: str
-    index: Index
-    load_blob: Callable[[str], bytes] = field(default=_no_blobs, repr=False, compare=False)
-    cache: dict[str, ImageDoc] = field(default_factory=dict, repr=False, compare=False)
+    versions: Versions
+    policy: Policy = field(default_factory=Policy)
+    protected: tuple[str, ...] = ()  # channels with their own keys and threshold
+    attestation_keys: tuple[PublicKey, ...] = ()  # who signs attestations (the images role)
+    _names: Callable[[], list[str]] = field(default=list, repr=False, compare=False)
+    _target: Callable[[str], bytes | None] = field(default=_none, repr=False, compare=False)
+    _stored: Callable[[str], bytes] = field(default=_missing, repr=False, compare=False)
+    cache: dict[str, ImageDoc | None] = field(default_factory=dict, repr=False, compare=False)
+    unavailable: dict[str, TrustError] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -151,33 +109,48 @@ class Snapshot:
         *,
         url: str = "mem:",
         serial: int = 1,
-        issued: str = "1970-01-01T00:00:00Z",
         expires: str = "9999-12-31T23:59:59Z",
+        policy: Policy | None = None,
     ) -> Snapshot:
         """A snapshot of in-memory documents (for pure code and its tests)."""
-        cache = {doc.name: doc for doc in docs}
-        images = {name: sha256_bytes(encode_image_doc(doc)) for name, doc in cache.items()}
-        return cls(url, Index(serial, issued, expires, images), _no_blobs, cache)
+        cache: dict[str, ImageDoc | None] = {doc.name: doc for doc in docs}
+        versions = Versions(root=1, timestamp=serial, snapshot=serial, expires=expires)
+        names = sorted(n for n in cache)
+        return cls(url, versions, policy or Policy(), _names=lambda: names, cache=cache)
+
+    @property
+    def serial(self) -> int:
+        return self.versions.snapshot
+
+    @property
+    def expires(self) -> str:
+        return self.versions.expires
 
     def names(self) -> list[str]:
-        return sorted(self.index.images)
+        return self._names()
 
     def get(self, name: str) -> ImageDoc | None:
-        """The verified document of ``name``, or None if the index does not name it."""
-        cached = self.cache.get(name)
-        if cached is not None:
-            return cached
-        digest = self.index.images.get(name)
-        if digest is None:
-            return None
-        data = self.load_blob(digest)
-        # The backend checks digests too; checking here keeps trust out of backends.
-        if sha256_bytes(data) != digest:
-            raise TrustError(
-                f"the image document of {name!r} does not match its digest in the index",
-                "the registry was damaged or tampered with",
-            )
-        doc = decode_image_doc(data, name=name)
+        """The verified document of ``name`` (its protected channels included), or None."""
+        if name in self.cache:
+            return self.cache[name]
+        data = self._target(image_path(name))
+        doc = None if data is None else decode_image_doc(data, name=name)
+        if doc is not None:
+            own = {c: ch for c, ch in doc.channels.items() if c not in self.protected}
+            for channel in self.protected:
+                try:
+                    raw = self._target(channel_path(channel, name))
+                except TrustError as e:  # its role is not signed (yet): the channel is unusable
+                    self.unavailable[channel] = e
+                    continue
+                if raw is not None:
+                    own[channel] = decode_channel_doc(raw, name=name, channel=channel)
+            for channel, ch in own.items():
+                if ch.current not in doc.versions:
+                    raise TrustError(
+                        f"{image_ref(name, channel)} points to {ch.current}, which is not published"
+                    )
+            doc = replace(doc, channels=own)
         self.cache[name] = doc
         return doc
 
@@ -185,10 +158,10 @@ class Snapshot:
         """The verified document of ``name``; RegistryError with a did-you-mean if absent."""
         doc = self.get(name)
         if doc is None:
+            names = self.names()
             raise RegistryError(
                 f"no image named {name!r} in {self.url}",
-                did_you_mean(name, self.index.images)
-                or f"{len(self.index.images)} images are published; check the name",
+                did_you_mean(name, names) or f"{len(names)} images are published; check the name",
             )
         return doc
 
@@ -196,196 +169,342 @@ class Snapshot:
         """Every image document (loads them all: for whole-registry operations only)."""
         return {name: self.image(name) for name in self.names()}
 
+    def attestation(self, name: str, version: str, kind: str, digest: str) -> bytes:
+        """An attestation envelope of a build, by the digest its verified image document
+        names. Every attestation is a target of the signed metadata too (any TUF client
+        finds it by path), but the image document's signed chain already pins its hash:
+        bake reads it by that hash and skips a hashed-bin lookup per attestation."""
+        from bake.attest.digest import sha256_bytes
+        from bake.registry.layout import attestation_path, stored_target
 
-# --------------------------------------------------------------------------- reading
+        where = f"{image_ref(name, version)}: its {kind} attestation"
+        hexd = digest.removeprefix("sha256:")
+        if len(hexd) != 64 or not digest.startswith("sha256:"):
+            raise TrustError(f"{where} has the digest {digest!r}, which is not sha256")
+        data = self._stored(stored_target(attestation_path(name, version, kind), hexd))
+        if sha256_bytes(data) != digest:  # the backend checks it too; this check is ours
+            raise TrustError(f"{where} is not the one its image document names")
+        return data
 
 
-def read(
-    registry: Registry,
-    trusted: Sequence[PublicKey],
-    *,
-    state: FreshnessState | None,
-    now: datetime,
-) -> Snapshot:
-    """Read and verify the registry's index. ``state=None`` skips replay protection."""
-    return _read(registry, trusted, state=state, now=now, allow_expired=False)
+def _attestation_keys(view: View) -> tuple[PublicKey, ...]:
+    targets = view.metadata(TARGETS).signed
+    assert isinstance(targets, Targets) and targets.delegations is not None
+    role = (targets.delegations.roles or {}).get(IMAGES)
+    if role is None:
+        return ()
+    return tuple(PublicKey(k) for kid, k in targets.delegations.keys.items() if kid in role.keyids)  # type: ignore[arg-type]  # SSlibKey
 
 
-def _read(
-    registry: Registry,
-    trusted: Sequence[PublicKey],
-    *,
-    state: FreshnessState | None,
-    now: datetime,
-    allow_expired: bool,
-) -> Snapshot:
-    if not trusted:
-        raise TrustError(f"no trusted key to verify {registry.url} with", TRUST_HINT)
-    envelope = registry.read_index_envelope()
-    if envelope is None:
-        raise RegistryError(f"{registry.url} has no index", "check the URL, or initialize the registry first")
-    try:
-        payload = verify_envelope(envelope, trusted, INDEX_PAYLOAD_TYPE)
-    except TrustError as e:
-        raise TrustError(f"the index of {registry.url} is not trusted: {e}", e.hint) from e
-    index = decode_index(payload)
-    if not allow_expired and parse_time(index.expires) <= now:
-        raise TrustError(
-            f"frozen index: the index of {registry.url} expired at {index.expires} (serial {index.serial})",
-            "the publisher must refresh it (re-sign with a new expiry); until then newer "
-            "revocations could be hidden from you",
-        )
-    if state is not None:
-        last = state.last_serial(registry.url)
-        if index.serial < last:
-            raise TrustError(
-                f"replayed index: {registry.url} serves serial {index.serial}, but serial "
-                f"{last} was already seen here",
-                "someone may be serving an old index to hide revocations; if the registry "
-                f"was deliberately recreated, drop its entry from {state.path}",
-            )
-        if index.serial > last:
-            state.record(registry.url, index.serial, at=now)
-    return Snapshot(registry.url, index, registry.read_blob)
+def _protected(view_targets: Targets) -> tuple[str, ...]:
+    assert view_targets.delegations is not None
+    return tuple(
+        n.removeprefix(CHANNEL_ROLE)
+        for n in (view_targets.delegations.roles or {})
+        if n.startswith(CHANNEL_ROLE)
+    )
+
+
+def _snapshot(view: View) -> Snapshot:
+    targets = view.metadata(TARGETS).signed
+    assert isinstance(targets, Targets)
+    policy_bytes = view.target(POLICY_PATH)
+    policy = Policy.from_bytes(policy_bytes) if policy_bytes is not None else Policy()
+
+    def names() -> list[str]:
+        data = view.target(INDEX_PATH)
+        return decode_names(data) if data is not None else []
+
+    return Snapshot(
+        view.registry.url,
+        view.versions(),
+        policy,
+        _protected(targets),
+        _attestation_keys(view),
+        _names=names,
+        _target=view.target,
+        _stored=view.registry.read_target,
+    )
+
+
+def read(registry: Registry, trust: Trust) -> Snapshot:
+    """The registry's current state, as the TUF client verified it."""
+    root = trusted_root(registry, trust.anchors, trust.keys)
+    with open_view(registry, root, trust.state) as view:
+        return _snapshot(view)
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _expiry(now: datetime, ttl: timedelta) -> str:
-    if ttl <= timedelta(0):
-        raise BakeError(f"the index lifetime must be positive, not {ttl}")
-    return format_time(now + ttl)
+class TrustedLoader:
+    """The current, verified metadata of any role, for a writer: the TUF client's trusted
+    top-level roles, and delegated roles read at the version the snapshot names and
+    checked against their delegator's keys."""
+
+    def __init__(self, registry: Registry, top: Mapping[str, AnyMetadata]) -> None:
+        self.registry = registry
+        self.cache: dict[str, AnyMetadata] = dict(top)
+
+    def __call__(self, role: str) -> AnyMetadata:
+        if role in self.cache:
+            return self.cache[role]
+        snapshot = self.cache[SNAPSHOT].signed
+        assert isinstance(snapshot, TufSnapshot)
+        meta = snapshot.meta.get(f"{role}.json")
+        if meta is None and role.startswith(CHANNEL_ROLE):
+            raise TrustError(
+                f"channel {role.removeprefix(CHANNEL_ROLE)} of {self.registry.url} has no signed "
+                "metadata yet: its keys have not signed its first version",
+                f"sign it with a threshold of the channel's keys: bake sign {role} --sign-with KEY",
+            )
+        if meta is None:
+            raise TrustError(f"the snapshot of {self.registry.url} names no {role} metadata")
+        data = self.registry.read_metadata(metadata_file(role, meta.version))
+        if data is None:
+            raise RegistryError(f"{metadata_file(role, meta.version)} is missing from {self.registry.url}")
+        md = Metadata.from_bytes(data)
+        delegator, name = roles.delegator_of(role, self)
+        try:
+            delegator.verify_delegate(name, md)
+        except tuf_errors.UnsignedMetadataError as e:
+            raise TrustError(f"{role} metadata of {self.registry.url} is not signed by its keys: {e}") from e
+        if md.signed.version != meta.version:
+            raise TrustError(f"{role} metadata of {self.registry.url} is not the version its snapshot names")
+        self.cache[role] = md
+        return md
 
 
-def _store_index(registry: Registry, key: SigningKey, index: Index) -> None:
-    envelope = sign_envelope(encode_index(index), key, payload_type=INDEX_PAYLOAD_TYPE)
-    registry.write_index_envelope(envelope)
+@dataclass(frozen=True)
+class Writing:
+    """What a writer holds under the registry lock."""
+
+    snapshot: Snapshot
+    load: TrustedLoader
+    policy: Policy
 
 
-def init(
-    registry: Registry,
-    key: SigningKey,
-    *,
-    now: datetime,
-    ttl: timedelta = DEFAULT_TTL,
-    state: FreshnessState | None = None,
-) -> Snapshot:
-    """Create an empty registry (serial 1). Refuses one that already has an index: a
-    registry is never silently reset, since readers would see a replayed serial."""
-    expires = _expiry(now, ttl)
+def _top_level(view: View) -> dict[str, AnyMetadata]:
+    return {r: view.metadata(r) for r in (ROOT, TIMESTAMP, SNAPSHOT, TARGETS)}
+
+
+def _repair_view(registry: Registry, root: bytes, state: Path) -> dict[str, AnyMetadata]:
+    """The current top-level metadata when the timestamp or snapshot expired: a writer
+    holding the online key may build on it (that is how `bake refresh` un-freezes a
+    registry). Root rotations still go through the TUF client; no version may go back."""
+    from tuf.ngclient import Updater
+
+    from bake.registry.updater import METADATA_URL, TARGETS_URL, RegistryFetcher
+
+    folder = cache_dir(state, registry.url)
+    updater = Updater(
+        str(folder),
+        METADATA_URL,
+        target_base_url=TARGETS_URL,
+        fetcher=RegistryFetcher(registry),
+        bootstrap=root,
+    )
+    with contextlib.suppress(tuf_errors.ExpiredMetadataError):
+        updater.refresh()
+    trusted = updater._trusted_set  # python-tuf's verified state (the pinned version's)
+    root_md: AnyMetadata = Metadata(trusted.root)
+    top: dict[str, AnyMetadata] = {ROOT: root_md}
+    raw_ts = registry.read_metadata(metadata_file(TIMESTAMP, 0))
+    if raw_ts is None:
+        raise RegistryError(f"{registry.url} has no timestamp")
+    ts = Metadata.from_bytes(raw_ts)
+    root_md.verify_delegate(TIMESTAMP, ts)
+    local = trusted.get(TIMESTAMP)
+    if local is not None and ts.signed.version < local.version:
+        raise TrustError(f"rollback refused: {registry.url} serves an older timestamp than this machine saw")
+    assert isinstance(ts.signed, Timestamp)
+    top[TIMESTAMP] = ts
+    for role, version in ((SNAPSHOT, ts.signed.snapshot_meta.version),):
+        data = registry.read_metadata(metadata_file(role, version))
+        if data is None:
+            raise RegistryError(f"{metadata_file(role, version)} is missing from {registry.url}")
+        md = Metadata.from_bytes(data)
+        root_md.verify_delegate(role, md)
+        top[role] = md
+    return top
+
+
+@contextlib.contextmanager
+def writing(registry: Registry, trust: Trust, signers: Signers, now: datetime) -> Iterator[Writing]:
+    """Hold the registry lock over its verified current state. An empty registry is set up
+    first, with the online key as its root key too (`bake keys init` sets up one with
+    offline root keys and thresholds)."""
     with registry.locked():
-        if registry.read_index_envelope() is not None:
-            raise RegistryError(f"{registry.url} is already initialized")
-        index = Index(serial=1, issued=format_time(now), expires=expires, images={})
-        _store_index(registry, key, index)
-    if state is not None:
-        state.record(registry.url, index.serial, at=now)
-    return Snapshot(registry.url, index, registry.read_blob)
+        registry.read_metadata(metadata_file(TIMESTAMP, 0))  # the commit point, read under the lock
+        if registry.read_metadata(metadata_file(ROOT, 1)) is None:
+            _store(
+                registry,
+                roles.initial([signers.online.public], 1, signers.online.public, Policy(), signers, now),
+            )
+        own = () if trust.anchors or trust.keys else (signers.online.public,)
+        root = trusted_root(registry, trust.anchors, (*trust.keys, *own))
+        try:
+            with open_view(registry, root, trust.state) as view:
+                top = _top_level(view)
+        except TrustError as e:
+            if not isinstance(e.__cause__, tuf_errors.ExpiredMetadataError):
+                raise
+            with translated(registry.url):
+                top = _repair_view(registry, root, trust.state)
+        load = TrustedLoader(registry, top)
+        policy_data = _policy_bytes(registry, load)
+        policy = Policy.from_bytes(policy_data) if policy_data else Policy()
+        snapshot = _writer_snapshot(registry, load, policy)
+        yield Writing(snapshot, load, policy)
 
 
-Mutation = Callable[[Snapshot], Mapping[str, ImageDoc]]
+def _policy_bytes(registry: Registry, load: TrustedLoader) -> bytes | None:
+    targets = load(TARGETS).signed
+    assert isinstance(targets, Targets)
+    info = targets.targets.get(POLICY_PATH)
+    if info is None:
+        return None
+    return _checked_target(registry, POLICY_PATH, info)
+
+
+def _checked_target(registry: Registry, path: str, info: object) -> bytes:
+    from tuf.api.metadata import TargetFile
+
+    from bake.registry.layout import stored_target
+
+    assert isinstance(info, TargetFile)
+    data = registry.read_target(stored_target(path, info.hashes["sha256"]))
+    try:
+        info.verify_length_and_hashes(data)
+    except tuf_errors.LengthOrHashMismatchError as e:
+        raise TrustError(f"{path} in {registry.url} does not match its signed metadata: {e}") from e
+    return data
+
+
+def _writer_snapshot(registry: Registry, load: TrustedLoader, policy: Policy) -> Snapshot:
+    """The state a writer changes, read through its own verified loader."""
+
+    def target(path: str) -> bytes | None:
+        info = load(roles.role_for(path, load)).signed
+        assert isinstance(info, Targets)
+        found = info.targets.get(path)
+        return None if found is None else _checked_target(registry, path, found)
+
+    def names() -> list[str]:
+        data = target(INDEX_PATH)
+        return decode_names(data) if data is not None else []
+
+    targets = load(TARGETS).signed
+    ts, snap, root = load(TIMESTAMP).signed, load(SNAPSHOT).signed, load(ROOT).signed
+    assert isinstance(targets, Targets) and isinstance(ts, Timestamp)
+    versions = Versions(root.version, ts.version, snap.version, ts.expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return Snapshot(
+        registry.url,
+        versions,
+        policy,
+        _protected(targets),
+        _names=names,
+        _target=target,
+        _stored=registry.read_target,
+    )
+
+
+def _store(registry: Registry, staged: Staged) -> None:
+    """Targets first, then metadata in order (the timestamp last); pending files."""
+    for stored, data in staged.targets.items():
+        registry.write_target(stored, data)
+    for name, data in staged.metadata:
+        registry.write_metadata(name, data)
+    for role, data in staged.pending.items():
+        registry.write_metadata(pending_file(role), data)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A change as stored: the new snapshot version, or the roles left waiting."""
+
+    serial: int
+    pending: tuple[str, ...] = ()
+
+
+Mutation = Callable[[Snapshot], tuple[Mapping[str, ImageDoc], Mapping[str, bytes]]]
+
+
+def _doc_changes(writing: Writing, docs: Mapping[str, ImageDoc]) -> dict[str, bytes | None]:
+    """Target files for changed image documents: protected channels in their own files."""
+    changes: dict[str, bytes | None] = {}
+    current = writing.snapshot.names()
+    for name, doc in docs.items():
+        if doc.name != name:
+            raise BakeError(f"internal error: document of {doc.name!r} given as {name!r}")
+        validate_name(name)
+        before = writing.snapshot.get(name)
+        public = {c: ch for c, ch in doc.channels.items() if c not in writing.snapshot.protected}
+        changes[image_path(name)] = encode_image_doc(replace(doc, channels=public))
+        for channel in writing.snapshot.protected:
+            ch = doc.channels.get(channel)
+            if ch is not None and (before is None or before.channels.get(channel) != ch):
+                changes[channel_path(channel, name)] = encode_channel_doc(name, channel, ch)
+    if any(n not in current for n in docs):
+        changes[INDEX_PATH] = encode_names([*current, *docs])
+    return changes
 
 
 def transact(
-    registry: Registry,
-    key: SigningKey,
-    trusted: Sequence[PublicKey],
-    mutate: Mutation,
-    *,
-    now: datetime,
-    ttl: timedelta = DEFAULT_TTL,
-    state: FreshnessState | None = None,
-) -> Snapshot:
-    """Apply ``mutate`` (current snapshot -> changed image documents by name) under the
-    registry lock and sign the result. Returns the new snapshot; when nothing changed, the
-    current one (no new serial). An expired index may be built on: the signer re-signs."""
-    return _commit(registry, key, trusted, mutate, now=now, ttl=ttl, state=state, force=False)
+    registry: Registry, trust: Trust, signers: Signers, mutate: Mutation, *, now: datetime
+) -> tuple[Snapshot, Committed]:
+    """Apply ``mutate`` (current snapshot -> changed image documents, extra target files)
+    under the lock and store it signed. Nothing changed: nothing is written."""
+    with writing(registry, trust, signers, now) as w:
+        docs, extra = mutate(w.snapshot)
+        changes = _doc_changes(w, docs)
+        unchanged = [p for p, d in changes.items() if d is not None and _same(w, p, d)]
+        for path in unchanged:
+            del changes[path]
+        changes.update(extra)
+        if not changes:
+            return w.snapshot, Committed(w.snapshot.serial)
+        staged = roles.change_targets(changes, w.load, signers, now, w.policy)
+        _store(registry, staged)
+        return w.snapshot, Committed(staged.versions.get(SNAPSHOT, w.snapshot.serial), tuple(staged.pending))
 
 
-def refresh(
-    registry: Registry,
-    key: SigningKey,
-    trusted: Sequence[PublicKey],
-    *,
-    now: datetime,
-    ttl: timedelta = DEFAULT_TTL,
-    state: FreshnessState | None = None,
-) -> Snapshot:
-    """Re-sign the index unchanged with serial + 1 and a new expiry (run it from CI well
-    within the lifetime, so that readers never see a frozen index)."""
-    return _commit(registry, key, trusted, lambda _: {}, now=now, ttl=ttl, state=state, force=True)
+def _same(w: Writing, path: str, data: bytes) -> bool:
+    targets = w.load(roles.role_for(path, w.load)).signed
+    assert isinstance(targets, Targets)
+    info = targets.targets.get(path)
+    if info is None:
+        return False
+    import hashlib
 
-
-def _commit(
-    registry: Registry,
-    key: SigningKey,
-    trusted: Sequence[PublicKey],
-    mutate: Mutation,
-    *,
-    now: datetime,
-    ttl: timedelta,
-    state: FreshnessState | None,
-    force: bool,
-) -> Snapshot:
-    expires = _expiry(now, ttl)
-    with registry.locked():
-        current = _read(registry, [*trusted, key.public], state=state, now=now, allow_expired=True)
-        images = dict(current.index.images)
-        written: dict[str, ImageDoc] = {}
-        for name, doc in mutate(current).items():
-            if doc.name != name:
-                raise BakeError(f"internal error: document of {doc.name!r} given as {name!r}")
-            validate_name(name)
-            data = encode_image_doc(doc)
-            if sha256_bytes(data) != images.get(name):
-                images[name] = registry.write_blob(data)
-            written[name] = doc
-        if not force and images == dict(current.index.images):
-            return current
-        index = Index(
-            serial=current.index.serial + 1,
-            issued=format_time(now),
-            expires=expires,
-            images=images,
-        )
-        _store_index(registry, key, index)
-    if state is not None:
-        state.record(registry.url, index.serial, at=now)
-    kept = {
-        name: doc for name, doc in current.cache.items() if images.get(name) == current.index.images.get(name)
-    }
-    return Snapshot(registry.url, index, registry.read_blob, {**kept, **written})
+    return info.hashes.get("sha256") == hashlib.sha256(data).hexdigest() and info.length == len(data)
 
 
 def apply(
     registry: Registry,
-    key: SigningKey,
-    trusted: Sequence[PublicKey],
+    trust: Trust,
+    signers: Signers,
     plan: Callable[[Snapshot], Change],
     *,
     now: datetime,
-    ttl: timedelta = DEFAULT_TTL,
-    state: FreshnessState | None = None,
-) -> tuple[Snapshot, Change]:
-    """Run a planner (e.g. :func:`bake.deploy.plan_promote`) in a transaction; returns the
-    new snapshot and the change the planner made against the locked, current registry."""
+) -> tuple[Committed, Change]:
+    """Run a planner (e.g. bake.deploy.changes.plan_promote) in a transaction."""
     planned: list[Change] = []
 
-    def mutate(snapshot: Snapshot) -> Mapping[str, ImageDoc]:
+    def mutate(snapshot: Snapshot) -> tuple[Mapping[str, ImageDoc], Mapping[str, bytes]]:
         planned.append(plan(snapshot))
-        return planned[-1].docs
+        return planned[-1].docs, {}
 
-    snapshot = transact(registry, key, trusted, mutate, now=now, ttl=ttl, state=state)
-    return snapshot, planned[-1]
+    _snap, committed = transact(registry, trust, signers, mutate, now=now)
+    return committed, planned[-1]
 
 
 @dataclass(frozen=True)
 class Published:
-    snapshot: Snapshot
     name: str
     version: str  # the full version, e.g. "1.4.0+2"
     created: bool  # False when an identical build was already published
+    serial: int
 
 
 def plan_publish(snapshot: Snapshot, release: Release) -> tuple[Change, str]:
@@ -404,21 +523,159 @@ def plan_publish(snapshot: Snapshot, release: Release) -> tuple[Change, str]:
 
 def publish(
     registry: Registry,
-    key: SigningKey,
-    trusted: Sequence[PublicKey],
+    trust: Trust,
+    signers: Signers,
     release: Release,
+    envelopes: Mapping[str, bytes],
     *,
     now: datetime,
-    ttl: timedelta = DEFAULT_TTL,
-    state: FreshnessState | None = None,
 ) -> Published:
-    """Publish one release (idempotent: an identical republish changes nothing)."""
-    versions: list[str] = []
+    """Publish one release and its attestation envelopes (by kind), idempotently."""
+    from bake.registry.layout import attestation_path
 
-    def plan(snapshot: Snapshot) -> Change:
+    versions: list[str] = []
+    created: list[bool] = []
+
+    def mutate(snapshot: Snapshot) -> tuple[Mapping[str, ImageDoc], Mapping[str, bytes]]:
         change, version = plan_publish(snapshot, release)
         versions.append(version)
-        return change
+        created.append(bool(change.docs))
+        if not change.docs:
+            return {}, {}
+        extra = {attestation_path(release.name, version, kind): data for kind, data in envelopes.items()}
+        return change.docs, extra
 
-    snapshot, change = apply(registry, key, trusted, plan, now=now, ttl=ttl, state=state)
-    return Published(snapshot, release.name, versions[-1], created=bool(change.docs))
+    _snap, committed = transact(registry, trust, signers, mutate, now=now)
+    return Published(release.name, versions[-1], created[-1], committed.serial)
+
+
+def refresh(registry: Registry, trust: Trust, signers: Signers, *, now: datetime) -> Committed:
+    """New timestamp and snapshot versions (and online roles that would expire soon):
+    run it from CI well within the timestamp's lifetime, so clients never see it frozen."""
+    with writing(registry, trust, signers, now) as w:
+        staged = roles.refreshed(w.load, signers, now, w.policy)
+        _store(registry, staged)
+        return Committed(staged.versions[SNAPSHOT])
+
+
+def init(
+    registry: Registry,
+    signers: Signers,
+    root_keys: Iterable[PublicKey],
+    threshold: int,
+    policy: Policy,
+    *,
+    now: datetime,
+) -> Committed:
+    """Set up an empty registry: root keys (k of n, they may stay offline), the online key,
+    the policy. Refuses a registry that already has metadata: it is never silently reset."""
+    with registry.locked():
+        registry.read_metadata(metadata_file(TIMESTAMP, 0))  # the commit point, read under the lock
+        if registry.read_metadata(metadata_file(ROOT, 1)) is not None:
+            raise RegistryError(
+                f"{registry.url} is already set up", "`bake keys` changes its keys and thresholds"
+            )
+        staged = roles.initial(
+            list(root_keys), threshold, signers.online.public, policy.validated(), signers, now
+        )
+        _store(registry, staged)
+        return Committed(staged.versions[SNAPSHOT])
+
+
+__all__ = ["Root", "Snapshot", "Trust", "read", "transact"]
+
+
+# --------------------------------------------------------------------------- keys and signatures
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    role: str
+    version: int
+    signed_by: tuple[str, ...]  # key ids that signed it so far
+    keyids: tuple[str, ...]  # who may sign it
+    threshold: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "role": self.role,
+            "version": self.version,
+            "signed_by": list(self.signed_by),
+            "keyids": list(self.keyids),
+            "threshold": self.threshold,
+        }
+
+
+def change_root(
+    registry: Registry, trust: Trust, signers: Signers, edit: Callable[[Root], None], *, now: datetime
+) -> Committed:
+    """A new root version (keys, thresholds), signed by a threshold of the old root keys
+    and of the new ones; pending until it is."""
+    with writing(registry, trust, signers, now) as w:
+        staged = roles.change_root(edit, w.load, signers, now, w.policy)
+        _store(registry, staged)
+        return Committed(staged.versions.get(SNAPSHOT, w.snapshot.serial), tuple(staged.pending))
+
+
+def change_delegations(
+    registry: Registry, trust: Trust, signers: Signers, edit: Callable[[Targets], None], *, now: datetime
+) -> Committed:
+    """A new version of the targets role (e.g. a protected channel), signed by its keys."""
+    with writing(registry, trust, signers, now) as w:
+        staged = roles.change_delegations(edit, w.load, signers, now, w.policy)
+        _store(registry, staged)
+        return Committed(staged.versions.get(SNAPSHOT, w.snapshot.serial), tuple(staged.pending))
+
+
+def _pending_roles(w: Writing) -> list[str]:
+    targets = w.load(TARGETS).signed
+    assert isinstance(targets, Targets) and targets.delegations is not None
+    channels = [n for n in (targets.delegations.roles or {}) if n.startswith(CHANNEL_ROLE)]
+    return [ROOT, TARGETS, *channels]
+
+
+def pending(registry: Registry, trust: Trust, signers: Signers, *, now: datetime) -> list[PendingChange]:
+    """The changes waiting for more signatures."""
+    out = []
+    with writing(registry, trust, signers, now) as w:
+        for role in _pending_roles(w):
+            data = registry.read_metadata(pending_file(role))
+            if data is None:
+                continue
+            md = Metadata.from_bytes(data)
+            keyids, threshold = (
+                roles.wanted_keys(role, w.load) if role != ROOT else (_root_keyids(md), _root_threshold(md))
+            )
+            out.append(PendingChange(role, md.signed.version, tuple(md.signatures), tuple(keyids), threshold))
+    return out
+
+
+def _root_keyids(md: AnyMetadata) -> list[str]:
+    assert isinstance(md.signed, Root)
+    return list(md.signed.roles[ROOT].keyids)
+
+
+def _root_threshold(md: AnyMetadata) -> int:
+    assert isinstance(md.signed, Root)
+    return int(md.signed.roles[ROOT].threshold)
+
+
+def sign(registry: Registry, trust: Trust, signers: Signers, role: str, *, now: datetime) -> Committed:
+    """Add the offline keys' signatures to a pending change; publish it once complete."""
+    with writing(registry, trust, signers, now) as w:
+        data = registry.read_metadata(pending_file(role))
+        if data is None:
+            known = ", ".join(r for r in _pending_roles(w) if registry.read_metadata(pending_file(r)))
+            raise RegistryError(
+                f"no change of {role} is pending in {registry.url}", f"pending: {known or 'none'}"
+            )
+        staged, _md = roles.complete_pending(role, data, w.load, signers, now, w.policy)
+        _store(registry, staged)
+        if staged.published:
+            registry.delete_metadata(pending_file(role))
+        return Committed(staged.versions.get(SNAPSHOT, w.snapshot.serial), tuple(staged.pending))
+
+
+def drop_pending(registry: Registry, trust: Trust, signers: Signers, role: str, *, now: datetime) -> None:
+    with writing(registry, trust, signers, now):
+        registry.delete_metadata(pending_file(role))

@@ -1,31 +1,35 @@
 """The ``dir:PATH`` registry backend: a folder on a local or shared POSIX file system.
 
-Layout::
+Layout (a TUF repository any static web server can serve as it is)::
 
-    PATH/index.json                 the signed index (a DSSE envelope)
-    PATH/blobs/sha256/<hex>         content-addressed blobs (image documents, envelopes)
+    PATH/metadata/N.ROLE.json       TUF metadata (consistent snapshots)
+    PATH/metadata/timestamp.json    the one file that is replaced: the commit point
+    PATH/targets/DIR/SHA256.BASE    target files: image documents, attestations, …
+    PATH/blobs/sha256/<hex>         VM disk, kernel and initrd bytes
+    PATH/oci/NAME                   container images, as OCI image layouts
     PATH/.lock                      writers hold flock(LOCK_EX) on it
 
 Every write goes to a temporary file in the destination folder, is fsynced, renamed over
-the destination with ``os.replace`` and the folder is fsynced. A publish writes its blobs
-first and the index last, so one killed at any instant leaves the registry as it was
-before or after: the old index only names blobs that are never changed. (A kill can leave
-an unreferenced ``.tmp-*`` file or blob behind; both are harmless.)
+the destination with ``os.replace`` and the folder is fsynced. A change writes its target
+files first, then the new role versions, the snapshot, and the timestamp last, so one
+killed at any instant leaves the registry as it was before or after: the old timestamp only
+names files that are never changed. (A kill can leave an unreferenced ``.tmp-*`` file or
+target behind; both are harmless.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bake.attest.digest import is_digest, sha256_bytes
+from bake.attest.digest import sha256_bytes
 from bake.infra import fsutil
+from bake.registry.layout import hash_of_stored
 from bake.registry.model import RELATIVE_LAYOUT, validate_name
 
 if TYPE_CHECKING:
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 from bake.errors import RegistryError, TrustError
 
-INDEX_FILE = "index.json"
+METADATA_DIR = "metadata"
+TARGETS_DIR = "targets"
 LOCK_FILE = ".lock"
 BLOB_DIR = ("blobs", "sha256")
 
@@ -65,34 +70,40 @@ class DirRegistry:
     def url(self) -> str:
         return f"dir:{self.root}"
 
-    def blob_path(self, digest: str) -> Path:
-        if not is_digest(digest):
-            raise RegistryError(f"{digest!r} is not a blob digest", "expected sha256: and 64 lowercase hex")
-        return self.root.joinpath(*BLOB_DIR, digest.removeprefix("sha256:"))
+    def _metadata_path(self, name: str) -> Path:
+        if "/" in name or name.startswith(".") or not name.endswith(".json"):
+            raise RegistryError(f"{name!r} is not a metadata file name")
+        return self.root / METADATA_DIR / name
 
-    def read_index_envelope(self) -> dict[str, Any] | None:
-        path = self.root / INDEX_FILE
+    def read_metadata(self, name: str) -> bytes | None:
+        path = self._metadata_path(name)
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as e:
             raise RegistryError(f"cannot read {path}: {e.strerror or e}") from e
-        try:
-            envelope = json.loads(data)
-        except ValueError:
-            raise TrustError(f"{path} is not valid JSON", "the index was damaged or tampered with") from None
-        if not isinstance(envelope, dict):
-            raise TrustError(f"{path} is not a DSSE envelope (a JSON object)")
-        return envelope
 
-    def read_blob(self, digest: str) -> bytes:
-        path = self.blob_path(digest)
+    def write_metadata(self, name: str, data: bytes) -> None:
+        atomic_write(self._metadata_path(name), data)
+
+    def delete_metadata(self, name: str) -> None:
+        path = self._metadata_path(name)
+        path.unlink(missing_ok=True)
+
+    def _target_path(self, stored: str) -> tuple[Path, str]:
+        parts = stored.split("/")
+        if not stored or any(p in ("", ".", "..") for p in parts):
+            raise RegistryError(f"{stored!r} is not a target path")
+        return self.root.joinpath(TARGETS_DIR, *parts), "sha256:" + hash_of_stored(stored)
+
+    def read_target(self, stored: str) -> bytes:
+        path, digest = self._target_path(stored)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise RegistryError(
-                f"blob {digest} is missing from {self.url}",
+                f"{stored} is missing from {self.url}",
                 "the registry is incomplete (a partial copy?); restore it from a backup",
             ) from None
         except OSError as e:
@@ -100,21 +111,18 @@ class DirRegistry:
         actual = sha256_bytes(data)
         if actual != digest:
             raise TrustError(
-                f"blob {digest} in {self.url} has the content of {actual}",
+                f"{stored} in {self.url} has the content of {actual}",
                 "the registry was damaged or tampered with; restore it from a backup",
             )
         return data
 
-    def write_blob(self, data: bytes) -> str:
-        digest = sha256_bytes(data)
-        path = self.blob_path(digest)
-        try:
-            if sha256_bytes(path.read_bytes()) == digest:
-                return digest  # already stored: content addressing makes this idempotent
-        except OSError:
-            pass  # absent (or unreadable): (re)write it below
+    def write_target(self, stored: str, data: bytes) -> None:
+        path, digest = self._target_path(stored)
+        if sha256_bytes(data) != digest:
+            raise RegistryError(f"internal error: the bytes of {stored} do not match its name")
+        if path.is_file() and path.stat().st_size == len(data):
+            return  # content-addressed: already stored
         atomic_write(path, data)
-        return digest
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -133,10 +141,6 @@ class DirRegistry:
         finally:
             os.close(fd)
 
-    def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
-        data = json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        atomic_write(self.root / INDEX_FILE, data)
-
     def store_image(
         self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
     ) -> PushedImage:
@@ -154,7 +158,7 @@ class DirRegistry:
         return replace(pushed, ref=f"{RELATIVE_LAYOUT}oci/{name}@{pushed.digest}")
 
     def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
-        """Blobs beside the index's own: their digests find them."""
+        """Blobs under ``PATH/blobs/sha256``: their digests find them."""
         from bake.registry import disks
 
         disks.store_in_dir(self.root, files)

@@ -1,15 +1,15 @@
 """VM images in a registry: a disk, the kernel and the initrd it boots with, by digest.
 
-A qcow2 VM image is three files. The signed index names each by role and sha256
+A qcow2 VM image is three files. Its signed image document names each by role and sha256
 (``TargetOutput.files``); the bytes live where the registry keeps content:
 
-- ``dir:PATH``: ``PATH/blobs/sha256/<hex>``, beside the index's own blobs. Copied in
+- ``dir:PATH``: ``PATH/blobs/sha256/<hex>``. Copied in
   streamed (1 MiB at a time, flat memory), hashed on the way, fsynced and renamed into
   place, so a reader never sees half a disk and an interrupted publish leaves at most a
   ``.tmp-*`` file.
 - ``oci://HOST/PREFIX``: one OCI artifact in ``HOST/PREFIX/NAME`` (artifactType
   ``application/vnd.bake.disk.qcow2.v1``) whose three layers are the files, each with its
-  ``org.opencontainers.image.title``; the index records the artifact's ref by digest.
+  ``org.opencontainers.image.title``; the image document records the artifact's ref by digest.
 
 ``fetch`` downloads each file by its signed digest into a temporary file beside the
 destination, checks the bytes, and only then renames all of them into place: a deployer

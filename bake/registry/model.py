@@ -1,13 +1,13 @@
 """The registry manifest as data: frozen documents and the pure functions that change them.
 
-Two kinds of document, both serialized with canonical JSON:
+Documents, serialized with canonical JSON, each a target file of the registry's TUF
+metadata (bake.registry.layout):
 
 * an **image document** per image name — its builds (``versions``), its ``channels``
-  (with history) and its ``revocations``. Stored as a content-addressed blob.
-* the **top index** — ``{"schema", "serial", "issued", "expires", "images": {name:
-  digest of the image document blob}}``. Signed as a DSSE envelope. Because it binds each
-  image document by digest, one signature covers every byte of the registry (TUF's
-  snapshot idea), and a resolve reads exactly two small files.
+  (with history) and its ``revocations``;
+* a **channel document** per protected channel of an image: the same channel record,
+  signed by that channel's own keys (k of n) rather than the online key;
+* the **image index**: the sorted list of image names.
 
 Builds are immutable. A release of version ``1.4.0`` becomes build ``1.4.0+N``: republishing
 the same bake key with the same target digests returns the existing build; anything else
@@ -40,9 +40,8 @@ from bake.attest.digest import canonical_json
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import semver
 
-INDEX_SCHEMA = "bake.registry/v1"
 IMAGE_SCHEMA = "bake.image/v1"
-INDEX_PAYLOAD_TYPE = "application/vnd.bake.index+json"
+CHANNEL_SCHEMA = "bake.channel/v1"
 ATTESTATION_KINDS = ("provenance", "test-result", "sbom", "files")
 LATEST = "latest"
 LAYOUT_SCHEME = "oci-layout://"  # an OCI image layout, by absolute path
@@ -74,7 +73,7 @@ class TargetOutput:
     artifact_id: str | None = None  # e.g. an AMI id or a qcow2 file name
     image_id: str | None = None  # e.g. a docker image (config) id
     # the files a deployer fetches, by role, when the artifact is more than one file:
-    # a qcow2 VM image is {"disk": …, "kernel": …, "initrd": …} (signed with the index)
+    # a qcow2 VM image is {"disk": …, "kernel": …, "initrd": …} (signed with its image document)
     files: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,19 +133,6 @@ class ImageDoc:
         object.__setattr__(self, "versions", _frozen(self.versions))
         object.__setattr__(self, "channels", _frozen(self.channels))
         object.__setattr__(self, "revocations", _frozen(self.revocations))
-
-
-@dataclass(frozen=True)
-class Index:
-    """The signed top index. ``serial`` only grows; ``expires`` bounds a freeze attack."""
-
-    serial: int
-    issued: str
-    expires: str
-    images: Mapping[str, str]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "images", _frozen(self.images))
 
 
 @dataclass(frozen=True)
@@ -549,24 +535,8 @@ def image_doc_to_json(doc: ImageDoc) -> dict[str, Any]:
             }
             for key, b in doc.versions.items()
         },
-        "channels": {
-            name: {
-                "current": ch.current,
-                "history": [{"version": e.version, "at": e.at, "action": e.action} for e in ch.history],
-            }
-            for name, ch in doc.channels.items()
-        },
+        "channels": {name: channel_to_json(ch) for name, ch in doc.channels.items()},
         "revocations": {v: {"reason": r.reason, "at": r.at} for v, r in doc.revocations.items()},
-    }
-
-
-def index_to_json(index: Index) -> dict[str, Any]:
-    return {
-        "schema": INDEX_SCHEMA,
-        "serial": index.serial,
-        "issued": index.issued,
-        "expires": index.expires,
-        "images": dict(index.images),
     }
 
 
@@ -574,8 +544,20 @@ def encode_image_doc(doc: ImageDoc) -> bytes:
     return canonical_json(image_doc_to_json(doc))
 
 
-def encode_index(index: Index) -> bytes:
-    return canonical_json(index_to_json(index))
+def channel_to_json(ch: Channel) -> dict[str, Any]:
+    return {
+        "current": ch.current,
+        "history": [{"version": e.version, "at": e.at, "action": e.action} for e in ch.history],
+    }
+
+
+def encode_channel_doc(name: str, channel: str, ch: Channel) -> bytes:
+    """A protected channel of an image, as its own signed target."""
+    return canonical_json({"schema": CHANNEL_SCHEMA, "name": name, "channel": channel, **channel_to_json(ch)})
+
+
+def encode_names(names: Iterable[str]) -> bytes:
+    return canonical_json(sorted(set(names)))
 
 
 def _target_json(o: TargetOutput) -> dict[str, Any]:
@@ -678,28 +660,9 @@ def decode_image_doc(data: bytes, *, name: str) -> ImageDoc:
         versions[key] = build
     channels: dict[str, Channel] = {}
     for key, raw in f.obj(top.get("channels"), "channels").items():
-        path = f"channels.{key}"
-        c = f.obj(raw, path)
-        history = c.get("history")
-        if not isinstance(history, list):
-            raise f.fail(f"{path}.history", "a list")
-        entries = []
-        for i, raw_entry in enumerate(history):
-            e = f.obj(raw_entry, f"{path}.history[{i}]")
-            action = e.get("action")
-            if action not in ("promote", "rollback"):
-                raise f.fail(f"{path}.history[{i}].action", "'promote' or 'rollback'")
-            entries.append(
-                ChannelEntry(
-                    f.text(e, "version", f"{path}.history[{i}]"),
-                    f.text(e, "at", f"{path}.history[{i}]"),
-                    action,
-                )
-            )
-        current = f.text(c, "current", path)
-        if current not in versions:
-            raise f.fail(f"{path}.current", "a known version")
-        channels[key] = Channel(current=current, history=tuple(entries))
+        channels[key] = _channel(f, f.obj(raw, f"channels.{key}"), f"channels.{key}")
+        if channels[key].current not in versions:
+            raise f.fail(f"channels.{key}.current", "a known version")
     revocations = {
         v: Revocation(
             reason=f.text(f.obj(r, f"revocations.{v}"), "reason", f"revocations.{v}"),
@@ -710,22 +673,45 @@ def decode_image_doc(data: bytes, *, name: str) -> ImageDoc:
     doc_name = f.text(top, "name", "$")
     if doc_name != name:
         raise TrustError(
-            f"the index binds {name!r} to the image document of {doc_name!r}",
+            f"the signed metadata binds {name!r} to the image document of {doc_name!r}",
             "the registry was tampered with or written by a broken publisher",
         )
     return ImageDoc(name=doc_name, versions=versions, channels=channels, revocations=revocations)
 
 
-def decode_index(data: bytes) -> Index:
-    f = _Fields("registry index")
+def _channel(f: _Fields, c: dict[str, Any], path: str) -> Channel:
+    history = c.get("history")
+    if not isinstance(history, list):
+        raise f.fail(f"{path}.history", "a list")
+    entries = []
+    for i, raw_entry in enumerate(history):
+        e = f.obj(raw_entry, f"{path}.history[{i}]")
+        action = e.get("action")
+        if action not in ("promote", "rollback"):
+            raise f.fail(f"{path}.history[{i}].action", "'promote' or 'rollback'")
+        entries.append(
+            ChannelEntry(
+                f.text(e, "version", f"{path}.history[{i}]"), f.text(e, "at", f"{path}.history[{i}]"), action
+            )
+        )
+    return Channel(current=f.text(c, "current", path), history=tuple(entries))
+
+
+def decode_channel_doc(data: bytes, *, name: str, channel: str) -> Channel:
+    f = _Fields(f"channel {channel!r} of {name!r}")
     top = f.obj(_loads(data, f.what), "$")
-    f.schema(top, INDEX_SCHEMA)
-    index = Index(
-        serial=f.count(top, "serial", "$"),
-        issued=f.text(top, "issued", "$"),
-        expires=f.text(top, "expires", "$"),
-        images=f.textmap(top, "images", "$"),
-    )
-    parse_time(index.issued)
-    parse_time(index.expires)
-    return index
+    f.schema(top, CHANNEL_SCHEMA)
+    if (top.get("name"), top.get("channel")) != (name, channel):
+        raise TrustError(
+            f"the signed metadata binds channel {channel!r} of {name!r} to the document of "
+            f"{top.get('channel')!r} of {top.get('name')!r}",
+            "the registry was tampered with or written by a broken publisher",
+        )
+    return _channel(f, top, "$")
+
+
+def decode_names(data: bytes) -> list[str]:
+    names = _loads(data, "the image index")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RegistryError("the image index is not a list of names")
+    return [validate_name(n) for n in names]

@@ -1,25 +1,27 @@
 """The ``oci://HOST[:PORT]/PREFIX`` registry backend: an OCI Distribution registry.
 
-Everything lives in one repository, ``PREFIX/bake-meta``::
+The TUF repository (bake.registry.layout) lives in one repository, ``PREFIX/bake-meta``::
 
-    blob <digest>           image documents and attestation envelopes
+    blob <digest>           target files (image documents, attestations, …): a target
+                            stored as ``DIR/SHA256.BASE`` is the blob ``sha256:SHA256``
     tag  sha256-<hex>       per blob: an artifact manifest whose single layer is that blob
-    tag  index              an artifact manifest (artifactType application/vnd.bake.index.v1+json,
-                            empty config) whose single layer is the signed index envelope
+    tag  N.ROLE.json        per metadata file: an artifact manifest (artifactType
+                            application/vnd.bake.tuf-metadata.v1, empty config) whose
+                            single layer is the file; ``timestamp.json`` is retagged on
+                            every change (the commit point)
 
 Why a tag per blob: registries garbage-collect blobs that no manifest refers to, and with
-``--delete-untagged`` the untagged manifests too. Listing every blob in the index manifest
-would make this backend decode the index it only stores and grow one manifest with all of
-history; a tag per blob costs one small manifest PUT per new blob, is idempotent, and keeps
-each image document and attestation reachable for as long as the registry exists. An index
-manifest that a newer one replaced becomes untagged and may be collected together with its
-envelope blob, which nothing needs any more.
+``--delete-untagged`` the untagged manifests too. Listing every blob in one manifest would
+grow that manifest with all of history; a tag per blob costs one small manifest PUT per
+new blob, is idempotent, and keeps each image document and attestation reachable for as
+long as the registry exists. Metadata versions keep their tags (consistent snapshots: a
+client mid-update still finds the versions it was told about).
 
 Writers: the Distribution API has no compare-and-swap. :meth:`OciRegistry.locked` takes an
 flock on a local file keyed by the URL (under ``$BAKE_STATE_DIR/locks``, else
 ``~/.local/state/bake/locks``), so publishers on one machine take turns, and
-:meth:`OciRegistry.write_index_envelope` refuses ("concurrent publish") when the ``index``
-tag no longer names the manifest read under that lock. The check narrows but cannot close
+:meth:`OciRegistry.write_metadata` refuses ("concurrent publish") when the
+``timestamp.json`` tag no longer names the manifest read under that lock. The check narrows but cannot close
 the window before the PUT: publishers on different machines must serialize themselves
 (CI runs one publish job at a time).
 
@@ -52,10 +54,11 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http.client import HTTPException
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from bake.attest.digest import CHUNK, canonical_json, is_digest, sha256_bytes
 from bake.errors import RegistryError, TrustError
+from bake.registry.layout import hash_of_stored
 from bake.registry.model import validate_name
 
 if TYPE_CHECKING:
@@ -64,10 +67,11 @@ if TYPE_CHECKING:
     from bake.registry.images import PushedImage
 
 META_REPOSITORY = "bake-meta"
-INDEX_TAG = "index"
+TIMESTAMP_FILE = "timestamp.json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-INDEX_ARTIFACT_TYPE = "application/vnd.bake.index.v1+json"
+METADATA_ARTIFACT_TYPE = "application/vnd.bake.tuf-metadata.v1"
+TUF_MEDIA_TYPE = "application/vnd.tuf.metadata+json"
 BLOB_ARTIFACT_TYPE = "application/vnd.bake.blob.v1"
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 MANIFEST_ACCEPT = ", ".join(
@@ -207,8 +211,11 @@ def artifact_manifest(
     return canonical_json(doc)
 
 
-def index_manifest(envelope: Descriptor) -> bytes:
-    return artifact_manifest(INDEX_ARTIFACT_TYPE, [envelope])
+def metadata_tag(name: str) -> str:
+    """The tag of a metadata file: its name (``3.snapshot.json``) is a valid tag."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", name):
+        raise RegistryError(f"{name!r} is not a metadata file name")
+    return name
 
 
 def blob_manifest(blob: Descriptor) -> bytes:
@@ -595,7 +602,7 @@ def distribution(
 class OciRegistry:
     """A bake registry in an OCI registry. Satisfies :class:`bake.registry.backend.Registry`.
 
-    It remembers, while :meth:`locked` is held, which index manifest it read: one
+    It remembers, while :meth:`locked` is held, which timestamp manifest it read: one
     instance per publisher (and per thread)."""
 
     def __init__(self, location: OciLocation, client: Distribution, locks: Path) -> None:
@@ -605,7 +612,7 @@ class OciRegistry:
         self._locks = locks
         self._held = False
         self._read_under_lock = False
-        self._seen_index: str | None = None
+        self._seen_timestamp: str | None = None
         self._known_blobs: set[str] = set()
 
     @classmethod
@@ -626,29 +633,58 @@ class OciRegistry:
     def url(self) -> str:
         return self.location.url
 
-    def read_index_envelope(self) -> dict[str, Any] | None:
-        got = self.client.get_manifest(self.repository, INDEX_TAG)
-        if self._held:
+    def read_metadata(self, name: str) -> bytes | None:
+        got = self.client.get_manifest(self.repository, metadata_tag(name))
+        if name == TIMESTAMP_FILE and self._held:
             self._read_under_lock = True
-            self._seen_index = got[1] if got else None
+            self._seen_timestamp = got[1] if got else None
         if got is None:
             return None
         data, digest = got
-        what = f"the index manifest {digest} of {self.url}"
+        what = f"the manifest {digest} of {name} in {self.url}"
         artifact, layers = parse_manifest(data, what)
-        if artifact != INDEX_ARTIFACT_TYPE or len(layers) != 1:
+        if artifact != METADATA_ARTIFACT_TYPE or len(layers) != 1:
             raise TrustError(
-                f"{what} is not a bake index (artifact type {artifact!r}, {len(layers)} layers)",
-                "something else was pushed as the 'index' tag of this repository",
+                f"{what} is not bake metadata (artifact type {artifact!r}, {len(layers)} layers)",
+                f"something else was pushed as the {name!r} tag of this repository",
             )
-        envelope_data = self.read_blob(layers[0].digest)
-        try:
-            envelope = json.loads(envelope_data)
-        except (ValueError, UnicodeDecodeError):
-            raise TrustError(f"the index envelope of {self.url} is not valid JSON") from None
-        if not isinstance(envelope, dict):
-            raise TrustError(f"the index envelope of {self.url} is not a DSSE envelope (a JSON object)")
-        return envelope
+        content = self.read_blob(layers[0].digest)
+        return content or None  # an empty layer: a withdrawn pending change
+
+    def write_metadata(self, name: str, data: bytes) -> None:
+        tag = metadata_tag(name)
+        blob = self._push(data)
+        self._push(EMPTY_JSON)
+        layer = Descriptor(TUF_MEDIA_TYPE, blob.digest, blob.size)
+        manifest = artifact_manifest(METADATA_ARTIFACT_TYPE, [layer])
+        if name == TIMESTAMP_FILE:
+            # the commit point: only under the lock, and only over the timestamp read there
+            if not (self._held and self._read_under_lock):
+                raise RegistryError(
+                    f"internal error: {self.url}: the timestamp may only be written under locked(), "
+                    "after reading it there (the registry has no compare-and-swap)"
+                )
+            current = self.client.manifest_digest(self.repository, tag)
+            if current != self._seen_timestamp:
+                raise RegistryError(
+                    f"concurrent publish: the timestamp of {self.url} changed to {current or 'nothing'} "
+                    f"while this publisher held its lock (it read {self._seen_timestamp or 'none'})",
+                    "publishers on different machines share no lock: let one publish at a time "
+                    "(CI serializes its publish jobs), then retry",
+                )
+            self._seen_timestamp = self.client.put_manifest(self.repository, tag, manifest)
+            return
+        self.client.put_manifest(self.repository, tag, manifest)
+
+    def delete_metadata(self, name: str) -> None:
+        self.write_metadata(name, b"")  # the Distribution API may not allow deletes: withdraw
+
+    def read_target(self, stored: str) -> bytes:
+        return self.read_blob("sha256:" + hash_of_stored(stored))
+
+    def write_target(self, stored: str, data: bytes) -> None:
+        if self.write_blob(data) != "sha256:" + hash_of_stored(stored):
+            raise RegistryError(f"internal error: the bytes of {stored} do not match its name")
 
     def read_blob(self, digest: str) -> bytes:
         blob_tag(digest)  # refuses a malformed digest before it reaches a URL
@@ -684,31 +720,11 @@ class OciRegistry:
             ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
-            self._held, self._read_under_lock, self._seen_index = True, False, None
+            self._held, self._read_under_lock, self._seen_timestamp = True, False, None
             yield
         finally:
-            self._held, self._read_under_lock, self._seen_index = False, False, None
+            self._held, self._read_under_lock, self._seen_timestamp = False, False, None
             os.close(fd)
-
-    def write_index_envelope(self, envelope: Mapping[str, Any]) -> None:
-        if not (self._held and self._read_under_lock):
-            raise RegistryError(
-                f"internal error: {self.url}: the index may only be written under locked(), "
-                "after reading it there (the registry has no compare-and-swap)"
-            )
-        data = json.dumps(envelope, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-        envelope_blob = self._push(data)
-        self._push(EMPTY_JSON)
-        manifest = index_manifest(Descriptor(DSSE_MEDIA_TYPE, envelope_blob.digest, envelope_blob.size))
-        current = self.client.manifest_digest(self.repository, INDEX_TAG)
-        if current != self._seen_index:
-            raise RegistryError(
-                f"concurrent publish: the index of {self.url} changed to {current or 'nothing'} "
-                f"while this publisher held its lock (it read {self._seen_index or 'no index'})",
-                "publishers on different machines share no lock: let one publish at a time "
-                "(CI serializes its publish jobs), then retry",
-            )
-        self._seen_index = self.client.put_manifest(self.repository, INDEX_TAG, manifest)
 
     def store_image(
         self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str

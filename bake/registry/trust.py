@@ -10,8 +10,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bake.attest.keys import PublicKey, SigningKey, load_public_key, load_signing_key
+from bake.attest.keys import SigningKey, load_signing_key
 from bake.errors import BakeError
+from bake.registry.roles import Signers
 
 PASSPHRASE_ENV = "BAKE_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 
@@ -31,16 +32,21 @@ def signing_key(path: str | None, environ: Mapping[str, str] | None = None) -> S
     return load_signing_key(Path(path), passphrase(environ))
 
 
-def trusted_keys(paths: Sequence[str], signer: SigningKey | None = None) -> list[PublicKey]:
-    keys = [load_public_key(Path(p)) for p in paths]
-    if signer is not None and all(k.keyid != signer.keyid for k in keys):
-        keys.append(signer.public)
-    if not keys:
+def trust_anchors(paths: Sequence[str]) -> tuple[Path, ...]:
+    """Where trust starts: root.json files, or root public keys (.pub) as a shorthand."""
+    anchors = tuple(Path(p) for p in paths)
+    if not anchors:
         raise BakeError(
-            "no trusted key",
-            "pass --trust KEY.pub (the publisher's public key), set BAKE_TRUST, or `trust` in bake.toml",
+            "no trusted root",
+            "pass --trust root.json (the registry's root metadata) or --trust ROOT.pub (its root "
+            "public key), set BAKE_TRUST, or `trust` in bake.toml",
         )
-    return keys
+    return anchors
+
+
+def signers(online: str | None, offline: Sequence[str], environ: Mapping[str, str] | None = None) -> Signers:
+    """The online key and any offline ones given with --sign-with (same passphrase variable)."""
+    return Signers(signing_key(online, environ), tuple(signing_key(p, environ) for p in offline))
 
 
 def registry_url(flag: str | None, configured: str | None) -> str:

@@ -23,18 +23,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Metadata
+from tuf.ngclient import Updater
 
 from bake.attest.digest import sha256_bytes, sha256_file
-from bake.attest.dsse import sign_envelope
-from bake.attest.keys import PublicKey, SigningKey, load_signing_key, write_keypair
+from bake.attest.keys import SigningKey, load_signing_key, write_keypair
+from bake.deploy.resolve import resolve
 from bake.errors import RegistryError, TrustError
 from bake.infra import process
 from bake.infra.process import Call
 from bake.registry import client, disks, images
 from bake.registry.backend import open_registry
 from bake.registry.client import Snapshot
-from bake.registry.model import INDEX_PAYLOAD_TYPE, Index, Release, TargetOutput, encode_index
+from bake.registry.layout import Policy
+from bake.registry.model import Release, TargetOutput
 from bake.registry.ocistore import OciRegistry
+from bake.registry.roles import Signers, serialize
+from bake.registry.updater import METADATA_URL, TARGETS_URL, RegistryFetcher
 from bake.targets.base import Outcome
 from bake.targets.docker import engine as docker
 from tests.conftest import ROOT
@@ -137,21 +142,28 @@ def keypair(folder: Path, name: str) -> tuple[SigningKey, Path]:
     return load_signing_key(private, None), private
 
 
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def trust(key: SigningKey, state: Path) -> client.Trust:
+    return client.Trust((), state, keys=(key.public,))
+
+
 def release(name: str, version: str) -> Release:
     target = TargetOutput(sha256_bytes(f"{name}@{version}".encode()))
-    return Release(name, version, f"key-{name}-{version}", datetime.now(UTC), {"docker": target})
+    return Release(name, version, f"key-{name}-{version}", now(), {"docker": target})
 
 
-def published(registry: OciRegistry, key: SigningKey, names: list[str]) -> Snapshot:
-    client.init(registry, key, now=datetime.now(UTC))
+def published(registry: OciRegistry, key: SigningKey, names: list[str], state: Path) -> Snapshot:
     for i, name in enumerate(names):
-        client.publish(registry, key, [key.public], release(name, f"1.{i}.0"), now=datetime.now(UTC))
-    return client.read(registry, [key.public], state=None, now=datetime.now(UTC))
+        client.publish(registry, trust(key, state), Signers(key), release(name, f"1.{i}.0"), {}, now=now())
+    return client.read(registry, trust(key, state))
 
 
-def verified(url: str, public: PublicKey) -> Snapshot:
-    snapshot = client.read(open_registry(url), [public], state=None, now=datetime.now(UTC))
-    snapshot.images()  # every image document loads and matches its digest
+def verified(url: str, key: SigningKey, state: Path) -> Snapshot:
+    snapshot = client.read(open_registry(url), trust(key, state))
+    snapshot.images()  # every image document loads and matches its signed hash
     return snapshot
 
 
@@ -166,23 +178,53 @@ def blob_file(live: LiveRegistry, digest: str) -> Path:
 
 def test_init_publish_read(registry: LiveRegistry, prefix: str, tmp_path: Path, state_dir: Path) -> None:
     key, _ = keypair(tmp_path, "publisher")
+    root_key, _ = keypair(tmp_path, "root")
     url = registry.url(prefix)
     reg = open_registry(url)
-    assert isinstance(reg, OciRegistry) and reg.read_index_envelope() is None
-    freshness = client.FreshnessState(state_dir / "registries.json")
-    client.init(reg, key, now=datetime.now(UTC), state=freshness)
-    with pytest.raises(RegistryError, match="already initialized"):
-        client.init(reg, key, now=datetime.now(UTC))
-    first = client.publish(reg, key, [key.public], release("web", "1.4.0"), now=datetime.now(UTC))
-    again = client.publish(reg, key, [key.public], release("web", "1.4.0"), now=datetime.now(UTC))
+    assert isinstance(reg, OciRegistry) and reg.read_metadata("timestamp.json") is None
+    client.init(reg, Signers(key, (root_key,)), [root_key.public], 1, Policy(), now=now())
+    with pytest.raises(RegistryError, match="already set up"):
+        client.init(reg, Signers(key, (root_key,)), [root_key.public], 1, Policy(), now=now())
+    by_root = client.Trust((), state_dir, keys=(root_key.public,))
+    first = client.publish(reg, by_root, Signers(key), release("web", "1.4.0"), {}, now=now())
+    again = client.publish(reg, by_root, Signers(key), release("web", "1.4.0"), {}, now=now())
     assert first.created and not again.created and first.version == "1.4.0+1"
-    attestation = reg.write_blob(b'{"payloadType": "x"}')
 
-    snapshot = client.read(open_registry(url), [key.public], state=freshness, now=datetime.now(UTC))
-    assert snapshot.index.serial == 2
+    snapshot = client.read(open_registry(url), client.Trust((), tmp_path / "reader", keys=(root_key.public,)))
+    assert snapshot.serial == 2 and snapshot.versions.root == 1
     assert list(snapshot.image("web").versions) == ["1.4.0+1"]
-    assert open_registry(url).read_blob(attestation) == b'{"payloadType": "x"}'
-    assert freshness.last_serial(url) == 2
+
+
+def test_the_reference_tuf_client_reads_an_oci_registry(
+    registry: LiveRegistry, prefix: str, tmp_path: Path, state_dir: Path
+) -> None:
+    """python-tuf's Updater, bootstrapped with the first root only and fed by the registry
+    API (metadata are tagged artifacts, targets are blobs), verifies what bake published."""
+    key, _ = keypair(tmp_path, "publisher")
+    reg = open_registry(registry.url(prefix))
+    client.publish(reg, trust(key, state_dir), Signers(key), release("web", "1.4.0"), {}, now=now())
+    client.publish(reg, trust(key, state_dir), Signers(key), release("web", "1.5.0"), {}, now=now())
+    cache = tmp_path / "tuf-cache"
+    cache.mkdir()
+    bootstrap = reg.read_metadata("1.root.json")
+    assert bootstrap is not None
+    updater = Updater(
+        str(cache),
+        METADATA_URL,
+        target_dir=str(cache),
+        target_base_url=TARGETS_URL,
+        fetcher=RegistryFetcher(open_registry(registry.url(prefix))),
+        bootstrap=bootstrap,
+    )
+    updater.refresh()
+    info = updater.get_targetinfo("images/web.json")
+    assert info is not None
+    doc = json.loads(Path(updater.download_target(info)).read_bytes())
+    assert sorted(doc["versions"]) == ["1.4.0+1", "1.5.0+1"]
+    resolved = resolve(
+        client.read(open_registry(registry.url(prefix)), trust(key, state_dir)), "web@1.5.0", "docker"
+    )
+    assert doc["versions"]["1.5.0+1"]["targets"]["docker"]["digest"] == resolved.digest
 
 
 def test_tampered_blobs_in_storage_are_caught(
@@ -191,53 +233,55 @@ def test_tampered_blobs_in_storage_are_caught(
     key, _ = keypair(tmp_path, "publisher")
     url = own_registry.url(prefix)
     reg = OciRegistry.open(url.removeprefix("oci://"), environ={"BAKE_STATE_DIR": str(tmp_path)})
-    snapshot = published(reg, key, ["web"])
-    doc = blob_file(own_registry, snapshot.index.images["web"])
-    original = doc.read_bytes()
-    doc.write_bytes(original.replace(b'"web"', b'"bad"'))
-    with pytest.raises(TrustError, match="has the content of"):
-        verified(url, key.public)
-    doc.write_bytes(original)
-    verified(url, key.public)
+    published(reg, key, ["web"], tmp_path / "writer")
+    docs = [b for b in (own_registry.storage or Path()).rglob("data") if b'"bake.image/v1"' in b.read_bytes()]
+    assert len(docs) == 1
+    original = docs[0].read_bytes()
+    docs[0].write_bytes(original.replace(b'"web"', b'"bad"'))
+    with pytest.raises(TrustError, match=r"has the content of|does not match"):
+        verified(url, key, tmp_path / "reader")
+    docs[0].write_bytes(original)
+    verified(url, key, tmp_path / "reader")
 
-    # The index envelope itself: the manifest names it by digest, the signature covers it.
-    envelope = reg.client.get_manifest(reg.repository, "index")
-    assert envelope is not None
-    manifest_doc = json.loads(envelope[0])
-    env_file = blob_file(own_registry, manifest_doc["layers"][0]["digest"])
-    env_file.write_bytes(env_file.read_bytes().replace(b'"payload"', b'"pay1oad"'))
-    with pytest.raises(TrustError):
-        verified(url, key.public)
+    # the timestamp itself: its manifest names it by digest, its signature covers it
+    manifest = reg.client.get_manifest(reg.repository, "timestamp.json")
+    assert manifest is not None
+    stored = blob_file(own_registry, json.loads(manifest[0])["layers"][0]["digest"])
+    stored.write_bytes(stored.read_bytes().replace(b'"version"', b'"versi0n"'))
+    with pytest.raises((TrustError, RegistryError)):
+        verified(url, key, tmp_path / "fresh")
 
 
-def test_an_index_signed_by_another_key_is_refused(
+def test_metadata_signed_by_another_key_is_refused(
     registry: LiveRegistry, prefix: str, tmp_path: Path, state_dir: Path
 ) -> None:
     key, _ = keypair(tmp_path, "publisher")
     evil, _ = keypair(tmp_path, "attacker")
     url = registry.url(prefix)
-    snapshot = published(OciRegistry.open(url.removeprefix("oci://")), key, ["web"])
-
-    # The attacker has push access to the registry, not the publisher's key.
+    published(OciRegistry.open(url.removeprefix("oci://")), key, ["web"], tmp_path / "writer")
+    # The attacker has push access to the registry, not the publisher's keys: a newer
+    # timestamp signed with their own key is refused by every client.
     attacker = OciRegistry.open(
         url.removeprefix("oci://"), environ={"BAKE_STATE_DIR": str(tmp_path / "evil")}
     )
-    forged = Index(snapshot.index.serial + 1, snapshot.index.issued, "9999-12-31T23:59:59Z", {})
+    data = attacker.read_metadata("timestamp.json")
+    assert data is not None
+    forged = Metadata.from_bytes(data)
+    forged.signed.version += 10
+    forged.signatures.clear()
+    forged.sign(evil.signer)
     with attacker.locked():
-        attacker.read_index_envelope()
-        attacker.write_index_envelope(
-            sign_envelope(encode_index(forged), evil, payload_type=INDEX_PAYLOAD_TYPE)
-        )
-    with pytest.raises(TrustError, match="is not trusted"):
-        verified(url, key.public)
+        attacker.read_metadata("timestamp.json")
+        attacker.write_metadata("timestamp.json", serialize(forged))
+    with pytest.raises(TrustError, match="not signed"):
+        verified(url, key, tmp_path / "reader")
 
 
 def test_blobs_survive_garbage_collection(own_registry: LiveRegistry, prefix: str, tmp_path: Path) -> None:
     key, _ = keypair(tmp_path, "publisher")
     url = own_registry.url(prefix)
     reg = OciRegistry.open(url.removeprefix("oci://"), environ={"BAKE_STATE_DIR": str(tmp_path)})
-    published(reg, key, ["web", "app"])
-    attestation = reg.write_blob(b'{"attestation": 1}')
+    published(reg, key, ["web", "app"], tmp_path / "writer")
     orphan = reg.client.push_blob(reg.repository, b"pushed without a tag").digest  # the control
     assert own_registry.config is not None
     process.run(
@@ -245,9 +289,8 @@ def test_blobs_survive_garbage_collection(own_registry: LiveRegistry, prefix: st
     )
 
     assert not reg.client.has_blob(reg.repository, orphan)  # the collector did run
-    snapshot = verified(url, key.public)
-    assert snapshot.names() == ["app", "web"] and snapshot.index.serial == 3
-    assert reg.read_blob(attestation) == b'{"attestation": 1}'
+    snapshot = verified(url, key, tmp_path / "reader")
+    assert snapshot.names() == ["app", "web"] and snapshot.serial == 3
 
 
 # argv: registry URL, key file, image name, worker number, number of versions to publish
@@ -258,17 +301,19 @@ from pathlib import Path
 from bake.attest.keys import load_signing_key
 from bake.attest.digest import sha256_bytes
 from bake.registry.backend import open_registry
-from bake.registry.client import publish
+from bake.registry.client import Trust, publish
 from bake.registry.model import Release, TargetOutput
+from bake.registry.roles import Signers
 
-url, key_file, name, worker, count = sys.argv[1:6]
+url, key_file, name, worker, count, state = sys.argv[1:7]
 registry = open_registry(url)
 key = load_signing_key(Path(key_file), None)
+trust = Trust((), Path(state), keys=(key.public,))
 for i in range(int(count)):
     version = f"{worker}.{i}.0"
     out = TargetOutput(sha256_bytes(f"{name}@{version}".encode()))
     release = Release(name, version, f"key-{worker}-{i}", datetime.now(UTC), {"docker": out})
-    published = publish(registry, key, [key.public], release, now=datetime.now(UTC))
+    published = publish(registry, trust, Signers(key), release, {}, now=datetime.now(UTC))
     assert published.created and published.version == version + "+1", published
 """
 
@@ -279,19 +324,29 @@ def test_concurrent_publishers(
 ) -> None:
     key, key_path = keypair(tmp_path, "publisher")
     url = registry.url(prefix)
-    client.init(open_registry(url), key, now=datetime.now(UTC))
+    client.init(open_registry(url), Signers(key), [key.public], 1, Policy(), now=now())
     names = [f"img{w}" if layout == "distinct-images" else "shared" for w in range(WORKERS)]
     env = {"PYTHONPATH": str(ROOT), "BAKE_STATE_DIR": str(state_dir)}  # one machine: one lock folder
 
     def worker(w: int) -> process.Result:
-        argv = (sys.executable, "-c", WORKER, url, str(key_path), names[w], str(w), str(PER_WORKER))
-        return process.run(Call(argv=argv, env=env, timeout=300))
+        argv = (
+            sys.executable,
+            "-c",
+            WORKER,
+            url,
+            str(key_path),
+            names[w],
+            str(w),
+            str(PER_WORKER),
+            str(state_dir),
+        )
+        return process.run(Call(argv=argv, env=env, timeout=600))
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(worker, range(WORKERS)))  # each raises if its worker failed
 
-    snapshot = verified(url, key.public)
-    assert snapshot.index.serial == 1 + WORKERS * PER_WORKER  # init + one per publish: none lost
+    snapshot = verified(url, key, tmp_path / "reader")
+    assert snapshot.serial == 1 + WORKERS * PER_WORKER  # set up + one per publish: none lost
     got = {f"{name}@{version}" for name, doc in snapshot.images().items() for version in doc.versions}
     assert got == {f"{names[w]}@{w}.{i}.0+1" for w in range(WORKERS) for i in range(PER_WORKER)}
 

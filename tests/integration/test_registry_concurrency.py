@@ -21,6 +21,8 @@ from bake.attest.keys import PublicKey, load_public_key, load_signing_key, write
 from bake.registry import client
 from bake.registry.client import Snapshot
 from bake.registry.dirstore import DirRegistry
+from bake.registry.layout import Policy
+from bake.registry.roles import Signers
 
 pytestmark = pytest.mark.integration
 
@@ -36,25 +38,28 @@ from pathlib import Path
 from bake.attest.keys import load_signing_key
 from bake.attest.digest import sha256_bytes
 from bake.registry.backend import open_registry
-from bake.registry.client import publish
+from bake.registry.client import Trust, publish
 from bake.registry.model import Release, TargetOutput
+from bake.registry.roles import Signers
 
-url, key_file, name, worker, count = sys.argv[1:6]
+url, key_file, name, worker, count, state = sys.argv[1:7]
 registry = open_registry(url)
 key = load_signing_key(Path(key_file), None)
+trust = Trust((), Path(state), keys=(key.public,))
 print("ready", flush=True)
 for i in range(int(count)):
     version = f"{worker}.{i}.0"
     out = TargetOutput(sha256_bytes(f"{name}@{version}".encode()))
     release = Release(name, version, f"key-{worker}-{i}", datetime.now(UTC), {"docker": out})
-    published = publish(registry, key, [key.public], release, now=datetime.now(UTC))
+    published = publish(registry, trust, Signers(key), release, {}, now=datetime.now(UTC))
     assert published.created and published.version == version + "+1", published
 """
 
 
 def spawn(registry: DirRegistry, key: Path, name: str, worker: int, count: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-c", WORKER, registry.url, str(key), name, str(worker), str(count)]
+    state = registry.root.parent / f"state-{worker}"  # each publisher a machine of its own
+    argv = [sys.executable, "-c", WORKER, registry.url, str(key), name, str(worker), str(count), str(state)]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -63,13 +68,15 @@ def setup(tmp_path: Path) -> tuple[DirRegistry, Path, PublicKey]:
     key_path, pub_path = write_keypair(tmp_path / "publisher", None)
     public = load_public_key(pub_path)
     registry = DirRegistry.at(tmp_path / "reg")
-    client.init(registry, load_signing_key(key_path, None), now=datetime.now(UTC))
+    key = load_signing_key(key_path, None)
+    client.init(registry, Signers(key), [public], 1, Policy(), now=datetime.now(UTC))
     return registry, key_path, public
 
 
 def verified(registry: DirRegistry, public: PublicKey) -> Snapshot:
-    snapshot = client.read(registry, [public], state=None, now=datetime.now(UTC))
-    snapshot.images()  # every image document loads and matches its digest
+    state = registry.root.parent / f"reader-{time.monotonic_ns()}"  # a fresh machine each time
+    snapshot = client.read(registry, client.Trust((), state, keys=(public,)))
+    snapshot.images()  # every image document loads and matches its signed hash
     return snapshot
 
 
@@ -87,7 +94,7 @@ def test_concurrent_publishers(setup: tuple[DirRegistry, Path, PublicKey], layou
     run_all([spawn(registry, key, names[w], w, PER_WORKER) for w in range(WORKERS)])
 
     snapshot = verified(registry, public)
-    assert snapshot.index.serial == 1 + WORKERS * PER_WORKER  # init + one per publish
+    assert snapshot.serial == 1 + WORKERS * PER_WORKER  # set up + one per publish
     published = {f"{name}@{version}" for name, doc in snapshot.images().items() for version in doc.versions}
     expected = {f"{names[w]}@{w}.{i}.0+1" for w in range(WORKERS) for i in range(PER_WORKER)}
     assert published == expected
@@ -109,10 +116,10 @@ def test_publishers_killed_at_random_instants(setup: tuple[DirRegistry, Path, Pu
         snapshot = verified(registry, public)
         versions = sum(len(doc.versions) for doc in snapshot.images().values())
         # Each completed publish added exactly one version and one serial: nothing torn.
-        assert snapshot.index.serial == 1 + versions
+        assert snapshot.serial == 1 + versions
         counts.append(versions)
     assert counts[-1] > counts[0] > 0, counts  # the publishers did get work done
 
     # The lock died with its holders: a new publisher gets through.
     run_all([spawn(registry, key, "after", 99, 1)])
-    assert verified(registry, public).index.serial == 2 + versions
+    assert verified(registry, public).serial == 2 + versions

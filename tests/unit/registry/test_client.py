@@ -1,312 +1,294 @@
+"""The registry as TUF: written with python-tuf's Metadata API, read by its ngclient
+Updater, every attack the TUF client workflow names refused."""
+
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tuf.api.metadata import Metadata, Root, Timestamp
+from tuf.ngclient import Updater
 
-from bake.attest.digest import sha256_bytes
-from bake.attest.keys import PublicKey, SigningKey, load_public_key, load_signing_key, write_keypair
-from bake.errors import BakeError, RegistryError, TrustError
-from bake.registry import client, model
-from bake.registry.client import FreshnessState, Snapshot
-from bake.registry.dirstore import DirRegistry
-from bake.registry.model import ImageDoc, Release, TargetOutput
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Keys:
-    signer: SigningKey
-    public: PublicKey
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    key_path, pub_path = write_keypair(tmp_path / "publisher", b"secret")
-    return Keys(load_signing_key(key_path, b"secret"), load_public_key(pub_path))
+from bake.attest.keys import SigningKey
+from bake.deploy.changes import plan_promote
+from bake.deploy.lock import LockFile, check_lock, pin
+from bake.deploy.resolve import resolve
+from bake.deploy.verified import check_attestations
+from bake.errors import RegistryError, TrustError
+from bake.registry import client
+from bake.registry.layout import Policy, metadata_file
+from bake.registry.model import new_image_doc
+from bake.registry.roles import Signers, protect_channel, serialize
+from bake.registry.updater import METADATA_URL, TARGETS_URL, RegistryFetcher
+from tests.unit.registry.regs import Setup, later, now, publish, setup
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> FreshnessState:
-    return FreshnessState.default({"BAKE_STATE_DIR": str(tmp_path / "state")})
+def s(tmp_path: Path) -> Setup:
+    return setup(tmp_path)
 
 
-@pytest.fixture
-def reg(tmp_path: Path, keys: Keys) -> DirRegistry:
-    registry = DirRegistry.at(tmp_path / "reg")
-    client.init(registry, keys.signer, now=T0)
-    return registry
-
-
-def rel(name: str = "web", version: str = "1.0.0", out: str = "a", **kw: Any) -> Release:
-    d = sha256_bytes(f"{name}{version}{out}".encode())
-    return Release(name, version, f"key-{out}", T0, {"docker": TargetOutput(d)}, **kw)
-
-
-def pub(reg: DirRegistry, keys: Keys, release: Release, **kw: Any) -> client.Published:
-    kw.setdefault("now", T0)
-    return client.publish(reg, keys.signer, [keys.public], release, **kw)
-
-
-def read(reg: DirRegistry, keys: Keys, **kw: Any) -> Snapshot:
-    kw.setdefault("now", T0)
-    kw.setdefault("state", None)
-    return client.read(reg, [keys.public], **kw)
+def metadata(s: Setup, name: str) -> Metadata:  # type: ignore[type-arg]  # any role
+    data = s.reg.read_metadata(name)
+    assert data is not None
+    return Metadata.from_bytes(data)
 
 
 # --------------------------------------------------------------------------- basics
 
 
-def test_init_then_read(reg: DirRegistry, keys: Keys) -> None:
-    snapshot = read(reg, keys)
-    assert snapshot.index.serial == 1
-    assert snapshot.index.issued == "2024-05-01T12:00:00Z"
-    assert snapshot.index.expires == "2024-05-31T12:00:00Z"  # default lifetime: 30 days
-    assert snapshot.names() == []
-    envelope = json.loads((reg.root / "index.json").read_text())
-    assert envelope["payloadType"] == "application/vnd.bake.index+json"
+def test_the_first_publish_sets_up_a_tuf_repository(s: Setup) -> None:
+    published = publish(s)
+    assert published.created and published.version == "1.0.0+1"
+    root = metadata(s, "1.root.json").signed
+    assert isinstance(root, Root) and root.consistent_snapshot
+    assert root.roles["root"].keyids == [s.key.keyid] == root.roles["timestamp"].keyids
+    snap = s.read()
+    assert snap.names() == ["web"] and snap.image("web").versions["1.0.0+1"].bake_key == "key-a"
+    assert snap.policy == Policy()  # the default test gate: provenance and a PASSED test result
+    assert [k.keyid for k in snap.attestation_keys] == [s.key.keyid]
 
 
-def test_init_refuses_an_initialized_registry(reg: DirRegistry, keys: Keys) -> None:
-    with pytest.raises(RegistryError, match="already initialized"):
-        client.init(reg, keys.signer, now=T0)
-
-
-def test_reading_an_empty_folder(tmp_path: Path, keys: Keys) -> None:
-    with pytest.raises(RegistryError, match="has no index"):
-        read(DirRegistry.at(tmp_path / "nothing"), keys)
-
-
-def test_publish_bumps_the_serial_and_republish_does_not(reg: DirRegistry, keys: Keys) -> None:
-    first = pub(reg, keys, rel())
-    assert (first.version, first.created, first.snapshot.index.serial) == ("1.0.0+1", True, 2)
-    again = pub(reg, keys, rel())
-    assert (again.version, again.created, again.snapshot.index.serial) == ("1.0.0+1", False, 2)
-    other = pub(reg, keys, rel(out="b"))
-    assert (other.version, other.snapshot.index.serial) == ("1.0.0+2", 3)
-    snapshot = read(reg, keys)
-    assert snapshot.index.serial == 3
-    assert sorted(snapshot.image("web").versions) == ["1.0.0+1", "1.0.0+2"]
-
-
-def test_publish_checks_the_parent(reg: DirRegistry, keys: Keys) -> None:
-    with pytest.raises(RegistryError, match="no image named 'base'"):
-        pub(reg, keys, rel(parent="base@1.0.0+1"))
-    pub(reg, keys, rel("base"))
-    client.apply(
-        reg,
-        keys.signer,
-        [keys.public],
-        lambda s: model.Change({"base": model.revoke(s.image("base"), "1.0.0+1", "x", at=T0)}),
-        now=T0,
-    )
-    with pytest.raises(TrustError, match="revoked"):
-        pub(reg, keys, rel(parent="base@1.0.0+1"))
-
-
-def test_snapshot_loads_image_documents_lazily(reg: DirRegistry, keys: Keys) -> None:
-    for name in ("web", "api", "db"):
-        pub(reg, keys, rel(name))
-
-    @dataclass
-    class Counting:
-        inner: DirRegistry
-        reads: list[str] = field(default_factory=list)
-
-        @property
-        def url(self) -> str:
-            return self.inner.url
-
-        def read_index_envelope(self) -> dict[str, Any] | None:
-            return self.inner.read_index_envelope()
-
-        def read_blob(self, digest: str) -> bytes:
-            self.reads.append(digest)
-            return self.inner.read_blob(digest)
-
-    counting = Counting(reg)
-    snapshot = client.read(counting, [keys.public], state=None, now=T0)  # type: ignore[arg-type]
-    assert counting.reads == []
-    assert snapshot.image("api").name == "api"
-    assert snapshot.image("api").name == "api"  # cached
-    assert counting.reads == [snapshot.index.images["api"]]
-    assert snapshot.get("nope") is None
-    with pytest.raises(RegistryError, match="no image named 'wbe'") as info:
-        snapshot.image("wbe")
-    assert info.value.hint == "did you mean 'web'?"
-
-
-def test_a_mutation_that_changes_nothing_writes_nothing(reg: DirRegistry, keys: Keys) -> None:
-    pub(reg, keys, rel())
-    before = (reg.root / "index.json").read_bytes()
-    snapshot = client.transact(reg, keys.signer, [keys.public], lambda s: {"web": s.image("web")}, now=T0)
-    assert snapshot.index.serial == 2
-    assert (reg.root / "index.json").read_bytes() == before
-
-
-def test_a_mutation_must_file_documents_under_their_name(reg: DirRegistry, keys: Keys) -> None:
-    with pytest.raises(BakeError, match="internal error"):
-        client.transact(
-            reg, keys.signer, [keys.public], lambda s: {"api": model.new_image_doc("web")}, now=T0
+def test_the_reference_client_reads_what_bake_wrote(s: Setup) -> None:
+    """python-tuf's own Updater, bootstrapped with nothing but the registry's first root."""
+    publish(s)
+    with tempfile.TemporaryDirectory() as cache:
+        updater = Updater(
+            cache,
+            METADATA_URL,
+            target_base_url=TARGETS_URL,
+            target_dir=cache,
+            fetcher=RegistryFetcher(s.reg),
+            bootstrap=s.reg.read_metadata("1.root.json"),
         )
+        info = updater.get_targetinfo("images/web.json")
+        assert info is not None
+        doc = json.loads(Path(updater.download_target(info)).read_bytes())
+        assert updater.get_targetinfo("attestations/web/1.0.0+1/test-result.json") is not None
+    assert doc["name"] == "web" and "1.0.0+1" in doc["versions"]
 
 
-# --------------------------------------------------------------------------- trust
+def test_republishing_writes_nothing_and_versions_grow(s: Setup) -> None:
+    first = publish(s)
+    again = publish(s)
+    assert not again.created and again.serial == first.serial
+    second = publish(s, version="1.1.0", out="b")
+    assert second.serial == first.serial + 1 and second.version == "1.1.0+1"
 
 
-def test_an_untrusted_key_is_refused(reg: DirRegistry, keys: Keys) -> None:
-    stranger = SigningKey.generate()
-    with pytest.raises(TrustError, match="is not trusted: no valid signature by a trusted key"):
-        client.read(reg, [stranger.public], state=None, now=T0)
-    with pytest.raises(TrustError, match="no trusted key"):
-        client.read(reg, [], state=None, now=T0)
+def test_a_parent_must_be_published_and_live(s: Setup) -> None:
+    publish(s, "base", "1.0.0", "p")
+    publish(s, "app", "1.0.0", "c", parent="base@1.0.0+1")
+    with pytest.raises(RegistryError, match=r"base@9\.9\.9"):
+        publish(s, "app", "1.1.0", "d", parent="base@9.9.9+1")
 
 
-def test_a_writer_must_trust_the_current_signer(reg: DirRegistry, keys: Keys) -> None:
-    stranger = SigningKey.generate()
-    with pytest.raises(TrustError, match="not trusted"):
-        client.publish(reg, stranger, [], rel(), now=T0)
-    # Trusting the current signer, a second key may take over; its own key is trusted too.
-    client.publish(reg, stranger, [keys.public], rel(), now=T0)
-    client.publish(reg, stranger, [], rel(out="b"), now=T0)
-    assert client.read(reg, [stranger.public], state=None, now=T0).index.serial == 3
+# --------------------------------------------------------------------------- what is refused
 
 
-def _rewrite_payload(reg: DirRegistry, edit: Any) -> None:
-    path = reg.root / "index.json"
-    envelope = json.loads(path.read_text())
-    payload = json.loads(base64.b64decode(envelope["payload"]))
-    edit(payload)
-    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
-    path.write_text(json.dumps(envelope))
+def test_a_key_the_deployer_does_not_trust_is_refused(s: Setup) -> None:
+    publish(s)
+    stranger = client.Trust((), s.base / "other", keys=(SigningKey.generate().public,))
+    with pytest.raises(TrustError, match="not a root key of this registry"):
+        client.read(s.reg, stranger)
 
 
-def test_a_tampered_index_is_refused(reg: DirRegistry, keys: Keys) -> None:
-    pub(reg, keys, rel())
-    _rewrite_payload(reg, lambda p: p.update(serial=99))
-    with pytest.raises(TrustError, match="not trusted"):
-        read(reg, keys)
+def test_a_tampered_target_is_refused(s: Setup) -> None:
+    publish(s)
+    for path in (s.base / "reg" / "targets" / "images").iterdir():
+        path.write_bytes(path.read_bytes().replace(b"key-a", b"key-z"))
+    with pytest.raises(TrustError, match=r"has the content of|does not match"):
+        s.read().image("web")
 
 
-def test_a_tampered_signature_is_refused(reg: DirRegistry, keys: Keys) -> None:
-    path = reg.root / "index.json"
-    envelope = json.loads(path.read_text())
-    sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
-    sig[0] ^= 1
-    envelope["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
-    path.write_text(json.dumps(envelope))
-    with pytest.raises(TrustError):
-        read(reg, keys)
+def test_tampered_metadata_is_refused(s: Setup) -> None:
+    publish(s)
+    ts = s.base / "reg" / "metadata" / "timestamp.json"
+    doc = json.loads(ts.read_text())
+    doc["signed"]["version"] += 5
+    ts.write_text(json.dumps(doc))
+    with pytest.raises(TrustError, match="not signed by the keys"):
+        s.read("fresh")
 
 
-def test_a_tampered_image_document_is_refused(reg: DirRegistry, keys: Keys) -> None:
-    pub(reg, keys, rel())
-    digest = read(reg, keys).index.images["web"]
-    blob = reg.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
-    blob.write_bytes(blob.read_bytes().replace(b'"key-a"', b'"key-z"'))
-    snapshot = read(reg, keys)  # the index itself is intact
-    with pytest.raises(TrustError, match="has the content of"):
-        snapshot.image("web")
+def test_an_expired_timestamp_is_frozen_until_refreshed(s: Setup) -> None:
+    publish(s)
+    old = metadata(s, "timestamp.json")
+    assert isinstance(old.signed, Timestamp)
+    old.signed.version += 1
+    old.signed.expires = later(hours=-1)
+    old.signatures.clear()
+    old.sign(s.key.signer)
+    s.reg.write_metadata("timestamp.json", serialize(old))
+    with pytest.raises(TrustError, match="frozen metadata"):
+        s.read("fresh")
+    committed = client.refresh(s.reg, s.trust(), s.signers, now=now())
+    assert s.read("fresh").serial == committed.serial
 
 
-def test_a_snapshot_checks_digests_even_if_the_backend_does_not(reg: DirRegistry, keys: Keys) -> None:
-    pub(reg, keys, rel())
-    good = read(reg, keys)
-    lying = Snapshot(good.url, good.index, lambda digest: b"{}")
-    with pytest.raises(TrustError, match="does not match its digest"):
-        lying.image("web")
+def test_an_old_timestamp_put_back_is_refused_where_a_newer_was_seen(s: Setup) -> None:
+    publish(s)
+    replay = s.reg.read_metadata("timestamp.json")
+    assert replay is not None
+    publish(s, version="1.1.0", out="b")
+    assert s.read().serial >= 3  # this machine saw the newer state
+    s.reg.write_metadata("timestamp.json", replay)
+    with pytest.raises(TrustError, match="rollback refused"):
+        s.read()
 
 
-# --------------------------------------------------------------------------- freshness
+def test_on_a_fresh_machine_a_lock_file_refuses_the_replayed_state(s: Setup) -> None:
+    publish(s)
+    replay = s.reg.read_metadata("timestamp.json")
+    assert replay is not None
+    publish(s, version="1.1.0", out="b")
+    lock = pin(LockFile(), resolve(s.read(), "web@1.1.0", "docker"), s.reg.url, now())
+    assert lock.pins[0].metadata["timestamp"] >= 3
+    s.reg.write_metadata("timestamp.json", replay)
+    fresh = s.read("a-fresh-runner")  # no cache: the TUF client alone cannot tell
+    findings = check_lock(lock, fresh)
+    assert [(f.kind, f.severity) for f in findings] == [("rollback", "error")]
+    assert "timestamp" in findings[0].message
 
 
-def test_an_expired_index_is_frozen_until_refreshed(reg: DirRegistry, keys: Keys) -> None:
-    later = T0 + timedelta(days=30)
-    with pytest.raises(TrustError, match=r"frozen index: .* expired at 2024-05-31T12:00:00Z"):
-        read(reg, keys, now=later)
-    # Publishers may build on an expired index: they re-sign it.
-    refreshed = client.refresh(reg, keys.signer, [keys.public], now=later, ttl=timedelta(hours=1))
-    assert refreshed.index.serial == 2
-    assert refreshed.index.expires == "2024-05-31T13:00:00Z"
-    assert read(reg, keys, now=later).index.serial == 2
+def test_a_pin_of_another_registry_is_an_error_not_skipped(s: Setup) -> None:
+    publish(s)
+    lock = pin(LockFile(), resolve(s.read(), "web@1.0.0", "docker"), "dir:/moved/away", now())
+    findings = check_lock(lock, s.read())
+    assert [(f.kind, f.severity) for f in findings] == [("unchecked", "error")]
 
 
-def test_the_lifetime_must_be_positive(reg: DirRegistry, keys: Keys) -> None:
-    with pytest.raises(BakeError, match="must be positive"):
-        client.refresh(reg, keys.signer, [keys.public], now=T0, ttl=timedelta(0))
+# --------------------------------------------------------------------------- the test gate
 
 
-def test_a_replayed_older_index_is_refused(
-    reg: DirRegistry, keys: Keys, state: FreshnessState, tmp_path: Path
-) -> None:
-    pub(reg, keys, rel())
-    assert read(reg, keys, state=state).index.serial == 2
-    old = tmp_path / "old-index.json"
-    shutil.copy(reg.root / "index.json", old)
-    pub(reg, keys, rel(out="b"))
-    pub(reg, keys, rel(out="c"))
-    assert read(reg, keys, state=state).index.serial == 4
-    shutil.copy(old, reg.root / "index.json")
-
-    with pytest.raises(TrustError, match=r"replayed index: .* serial 2, but serial 4"):
-        read(reg, keys, state=state)
-    # The state is per machine: it survives in the state file, not in this process.
-    reloaded = FreshnessState(state.path)
-    with pytest.raises(TrustError, match="replayed index"):
-        read(reg, keys, state=reloaded)
-    # A writer refuses to build on a replayed index too.
-    with pytest.raises(TrustError, match="replayed index"):
-        pub(reg, keys, rel(out="d"), state=state)
-    assert read(reg, keys, state=None).index.serial == 2  # no state: no replay check
+def test_a_failed_test_result_is_refused_at_resolve(s: Setup) -> None:
+    publish(s, result="FAILED")
+    snap = s.read()
+    res = resolve(snap, "web@1.0.0", "docker")
+    with pytest.raises(TrustError, match=r"signed test result is 'FAILED'.*file /etc/motd"):
+        check_attestations(res, snap)
 
 
-def test_the_state_file(state: FreshnessState, tmp_path: Path) -> None:
-    assert state.path == tmp_path / "state" / "registries.json"
-    assert state.last_serial("dir:/x") == 0
-    state.record("dir:/x", 5, at=T0)
-    state.record("dir:/x", 3, at=T0)  # never goes down
-    state.record("dir:/y", 1, at=T0)
-    assert (state.last_serial("dir:/x"), state.last_serial("dir:/y")) == (5, 1)
-    data = json.loads(state.path.read_text())
-    assert data["registries"]["dir:/x"] == {"serial": 5, "seen": "2024-05-01T12:00:00Z"}
+def test_a_missing_attestation_is_refused_at_resolve(s: Setup) -> None:
+    publish(s, kinds=("provenance",))
+    snap = s.read()
+    with pytest.raises(TrustError, match=r"has no test-result attestation, which .* requires"):
+        check_attestations(resolve(snap, "web@1.0.0", "docker"), snap)
 
 
-def test_the_default_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert FreshnessState.default({}).path == tmp_path / ".local/state/bake/registries.json"
+def test_a_passing_build_passes_the_gate(s: Setup) -> None:
+    publish(s)
+    snap = s.read()
+    seen = check_attestations(resolve(snap, "web@latest", "docker"), snap)
+    assert seen == ["https://slsa.dev/provenance/v1", "https://in-toto.io/attestation/test-result/v0.1"]
 
 
-def test_a_damaged_state_file_is_reported(state: FreshnessState) -> None:
-    state.path.parent.mkdir(parents=True)
-    state.path.write_text("[")
-    with pytest.raises(BakeError, match="cannot read the registry state file") as info:
-        state.last_serial("dir:/x")
-    assert info.value.hint is not None and "delete it" in info.value.hint
+# --------------------------------------------------------------------------- keys
 
 
-def test_in_memory_snapshots(keys: Keys) -> None:
-    doc, _ = model.add_build(model.new_image_doc("web"), rel())
-    snapshot = Snapshot.of([doc])
-    assert snapshot.image("web") is doc
-    assert snapshot.index.images["web"] == sha256_bytes(model.encode_image_doc(doc))
+def test_root_rotation_the_client_follows_and_the_retired_key_signs_nothing(s: Setup) -> None:
+    publish(s)
+    old_trust = s.trust()
+    s.read()  # a client that holds root v1
+    new = SigningKey.generate()
+
+    def rotate(root: Root) -> None:
+        root.add_key(new.public.key, "root")
+        root.revoke_key(s.key.keyid, "root")
+
+    both = Signers(s.key, (new,))
+    assert client.change_root(s.reg, old_trust, both, rotate, now=now()).pending == ()
+    root2 = metadata(s, "2.root.json").signed
+    assert isinstance(root2, Root) and root2.roles["root"].keyids == [new.keyid]
+    assert s.read().versions.root == 2  # the client, bootstrapped from v1, updated
+    # the retired key alone can no longer change root: its new version stays pending
+    done = client.change_root(s.reg, old_trust, Signers(s.key), lambda r: None, now=now())
+    assert done.pending == ("root",)
+    # and a root v3 it signed, put in the registry by hand, is refused by every client
+    forged = metadata(s, "2.root.json")
+    forged.signed.version = 3
+    forged.signatures.clear()
+    forged.sign(s.key.signer)
+    s.reg.write_metadata("3.root.json", serialize(forged))
+    with pytest.raises(TrustError, match="not signed"):
+        s.read("fresh")
 
 
-def test_transact_returns_documents_it_wrote(reg: DirRegistry, keys: Keys) -> None:
-    pub(reg, keys, rel("api"))
-    pub(reg, keys, rel("web"))
-    seen: dict[str, ImageDoc] = {}
+def test_a_channel_that_needs_two_of_three_keys(s: Setup) -> None:
+    publish(s)
+    k1, k2, k3 = (SigningKey.generate() for _ in range(3))
+    edit = protect_channel("prod", [k1.public, k2.public, k3.public], 2)
+    # targets is signed by the root key (here also the online key); channel v1 by k1 and k2
+    done = client.change_delegations(s.reg, s.trust(), Signers(s.key, (k1, k2)), edit, now=now())
+    assert done.pending == ()
+    assert s.read().protected == ("prod",)
 
-    def mutate(s: Snapshot) -> dict[str, ImageDoc]:
-        seen["api"] = s.image("api")
-        return {"web": model.promote(s.image("web"), "1.0.0", "stable", at=T0)}
+    def promote(snap: client.Snapshot) -> object:
+        return plan_promote(snap, "web@1.0.0", "prod", at=now())
 
-    snapshot = client.transact(reg, keys.signer, [keys.public], mutate, now=T0)
-    assert snapshot.cache["web"].channels["stable"].current == "1.0.0+1"
-    assert snapshot.cache["api"] is seen["api"]  # unchanged documents stay cached
+    one, _change = client.apply(s.reg, s.trust(), Signers(s.key, (k1,)), promote, now=now())  # type: ignore[arg-type]
+    assert one.pending == ("channel-prod",)
+    with pytest.raises(RegistryError, match="prod"):
+        resolve(s.read(), "web@prod", "docker")  # not moved yet
+    listed = client.pending(s.reg, s.trust(), s.signers, now=now())
+    assert [(p.role, len(p.signed_by), p.threshold) for p in listed] == [("channel-prod", 1, 2)]
+    two = client.sign(s.reg, s.trust(), Signers(s.key, (k3,)), "channel-prod", now=now())
+    assert two.pending == ()
+    assert resolve(s.read(), "web@prod", "docker").version == "1.0.0+1"
+    assert client.pending(s.reg, s.trust(), s.signers, now=now()) == []
+
+
+def test_the_online_key_alone_cannot_move_a_protected_channel(s: Setup) -> None:
+    publish(s)
+    k1 = SigningKey.generate()
+    edit = protect_channel("prod", [k1.public], 1)
+    client.change_delegations(s.reg, s.trust(), Signers(s.key, (k1,)), edit, now=now())
+    # an attacker with the online key writes prod into the image document itself
+    snap = s.read()
+    doc = snap.image("web")
+    moved = plan_promote(client.Snapshot.of([doc]), "web@1.0.0", "prod", at=now()).docs["web"]
+    from bake.registry.layout import image_path
+    from bake.registry.model import encode_image_doc
+    from bake.registry.roles import change_targets
+
+    with client.writing(s.reg, s.trust(), s.signers, now()) as w:
+        changes: dict[str, bytes | None] = {image_path("web"): encode_image_doc(moved)}
+        staged = change_targets(changes, w.load, s.signers, now(), w.policy)
+        client._store(s.reg, staged)
+    assert "prod" not in s.read("fresh").image("web").channels  # only channel-prod speaks for it
+
+
+def test_keys_init_with_an_offline_root_key(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    root_key = SigningKey.generate()
+    client.init(s.reg, Signers(s.key, (root_key,)), [root_key.public], 1, Policy(), now=now())
+    root = metadata(s, "1.root.json").signed
+    assert isinstance(root, Root)
+    assert root.roles["root"].keyids == [root_key.keyid] and root.roles["timestamp"].keyids == [s.key.keyid]
+    trust = client.Trust((), tmp_path / "state", keys=(root_key.public,))
+    rel_snap = client.read(s.reg, trust)
+    assert rel_snap.names() == []
+    with pytest.raises(RegistryError, match="already set up"):
+        client.init(s.reg, Signers(s.key, (root_key,)), [root_key.public], 1, Policy(), now=now())
+    # without the root key the registry cannot be set up at all
+    empty = setup(tmp_path / "other")
+    with pytest.raises(TrustError, match="root role needs 1 signature"):
+        client.init(empty.reg, Signers(empty.key), [root_key.public], 1, Policy(), now=now())
+
+
+def test_snapshot_of_for_pure_code() -> None:
+    snap = client.Snapshot.of([new_image_doc("web")], serial=7)
+    assert snap.serial == 7 and snap.names() == ["web"] and snap.image("web").name == "web"
+    with pytest.raises(RegistryError, match="no image named 'wbe'"):
+        snap.image("wbe")
+
+
+def test_an_empty_folder_is_no_registry(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    with pytest.raises(RegistryError, match="has no root metadata"):
+        s.read()
+    assert metadata_file("timestamp", 9) == "timestamp.json"
+    shutil.rmtree(tmp_path / "state", ignore_errors=True)

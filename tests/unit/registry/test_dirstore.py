@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 from pathlib import Path
@@ -23,49 +22,53 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob(".tmp-*")]
 
 
-def test_blobs_are_content_addressed_and_idempotent(store: DirRegistry) -> None:
-    digest = store.write_blob(b"hello")
-    assert digest == sha256_bytes(b"hello")
-    path = store.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+def stored(data: bytes, path: str = "images/web.json") -> str:
+    folder, _, base = path.rpartition("/")
+    return f"{folder}/{sha256_bytes(data).removeprefix('sha256:')}.{base}"
+
+
+def test_targets_are_stored_by_hash_and_idempotent(store: DirRegistry) -> None:
+    name = stored(b"hello")
+    store.write_target(name, b"hello")
+    path = store.root / "targets" / name
     assert path.read_bytes() == b"hello"
     mtime = path.stat().st_mtime_ns
-    assert store.write_blob(b"hello") == digest
+    store.write_target(name, b"hello")
     assert path.stat().st_mtime_ns == mtime  # not rewritten
-    assert store.read_blob(digest) == b"hello"
+    assert store.read_target(name) == b"hello"
     assert leftovers(store.root) == []
+    with pytest.raises(RegistryError, match="do not match its name"):
+        store.write_target(name, b"other bytes")
 
 
-def test_a_tampered_blob_is_caught(store: DirRegistry) -> None:
-    digest = store.write_blob(b"hello")
-    (store.root / "blobs" / "sha256" / digest.removeprefix("sha256:")).write_bytes(b"hellO")
-    with pytest.raises(TrustError, match=f"blob {digest} .* has the content of"):
-        store.read_blob(digest)
-    # Writing the true content again repairs the blob.
-    assert store.write_blob(b"hello") == digest
-    assert store.read_blob(digest) == b"hello"
+def test_a_tampered_target_is_caught(store: DirRegistry) -> None:
+    name = stored(b"hello")
+    store.write_target(name, b"hello")
+    (store.root / "targets" / name).write_bytes(b"hellO")
+    with pytest.raises(TrustError, match="has the content of"):
+        store.read_target(name)
 
 
-def test_missing_and_malformed_blob_digests(store: DirRegistry) -> None:
+@pytest.mark.parametrize("name", ["../../x", "images/../../x", "", "images/short.web.json"])
+def test_missing_and_malformed_target_names(store: DirRegistry, name: str) -> None:
+    with pytest.raises(RegistryError):
+        store.read_target(name)
     with pytest.raises(RegistryError, match="is missing from"):
-        store.read_blob(sha256_bytes(b"nothing"))
-    with pytest.raises(RegistryError, match="not a blob digest"):
-        store.read_blob("sha256:../../index.json")
+        store.read_target(stored(b"nothing"))
 
 
-def test_index_envelope(store: DirRegistry) -> None:
-    assert store.read_index_envelope() is None
-    envelope = {"payloadType": "t", "payload": "cA==", "signatures": []}
-    store.write_index_envelope(envelope)
-    assert store.read_index_envelope() == envelope
-    assert leftovers(store.root) == []
-
-
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]"])
-def test_a_damaged_index_is_a_trust_error(store: DirRegistry, content: bytes) -> None:
-    store.root.mkdir(parents=True)
-    (store.root / "index.json").write_bytes(content)
-    with pytest.raises(TrustError):
-        store.read_index_envelope()
+def test_metadata_files(store: DirRegistry) -> None:
+    assert store.read_metadata("timestamp.json") is None
+    store.write_metadata("timestamp.json", b'{"v": 1}')
+    store.write_metadata("timestamp.json", b'{"v": 2}')  # the commit point is replaced
+    assert store.read_metadata("timestamp.json") == b'{"v": 2}'
+    store.write_metadata("pending.root.json", b"{}")
+    store.delete_metadata("pending.root.json")
+    assert store.read_metadata("pending.root.json") is None
+    assert sorted(p.name for p in (store.root / "metadata").iterdir()) == ["timestamp.json"]
+    for bad in ("../x.json", ".hidden.json", "a/b.json", "notjson"):
+        with pytest.raises(RegistryError, match="not a metadata file name"):
+            store.read_metadata(bad)
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
@@ -135,9 +138,3 @@ def test_bad_registry_urls_show_both_forms(url: str) -> None:
         open_registry(url)
     assert info.value.hint == URL_HINT
     assert "dir:PATH" in URL_HINT and "oci://" in URL_HINT
-
-
-def test_index_is_pretty_and_sorted(store: DirRegistry) -> None:
-    store.write_index_envelope({"b": 1, "a": 2})
-    text = (store.root / "index.json").read_text()
-    assert text == json.dumps({"a": 2, "b": 1}, indent=2) + "\n"

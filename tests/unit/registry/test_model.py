@@ -332,9 +332,13 @@ def test_image_document_round_trips_through_canonical_json(web: ImageDoc) -> Non
     assert json.loads(data)["schema"] == model.IMAGE_SCHEMA
 
 
-def test_index_round_trips() -> None:
-    index = model.Index(7, "2024-05-01T12:00:00Z", "2024-05-31T12:00:00Z", {"web": digest("w")})
-    assert model.decode_index(model.encode_index(index)) == index
+def test_names_and_protected_channels_round_trip(web: ImageDoc) -> None:
+    assert model.decode_names(model.encode_names(["web", "api", "web"])) == ["api", "web"]
+    doc = model.promote(web, "1.4.0", "prod", at=at(2))
+    data = model.encode_channel_doc("web", "prod", doc.channels["prod"])
+    assert model.decode_channel_doc(data, name="web", channel="prod") == doc.channels["prod"]
+    with pytest.raises(TrustError, match="binds channel 'stable' of 'web' to the document of 'prod'"):
+        model.decode_channel_doc(data, name="web", channel="stable")
 
 
 def _doc_json(web: ImageDoc) -> dict[str, object]:
@@ -374,7 +378,7 @@ def test_a_document_of_another_name_is_a_trust_error(web: ImageDoc) -> None:
 
 def test_not_json_is_a_registry_error() -> None:
     with pytest.raises(RegistryError, match="not valid JSON"):
-        model.decode_index(b"\xff{")
+        model.decode_names(b"\xff{")
 
 
 def test_times_are_rfc3339_utc() -> None:

@@ -15,7 +15,6 @@ import socket
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 
@@ -24,16 +23,14 @@ import pytest
 from bake.attest.digest import sha256_bytes
 from bake.attest.keys import load_signing_key, write_keypair
 from bake.errors import RegistryError, TrustError
-from bake.registry import client
 from bake.registry.backend import open_registry
-from bake.registry.model import Release, TargetOutput
 from bake.registry.ocistore import (
     BLOB_ARTIFACT_TYPE,
-    DSSE_MEDIA_TYPE,
     EMPTY_CONFIG,
-    INDEX_ARTIFACT_TYPE,
+    METADATA_ARTIFACT_TYPE,
     OCI_EMPTY,
     OCI_MANIFEST,
+    TUF_MEDIA_TYPE,
     Credentials,
     Descriptor,
     OciLocation,
@@ -41,9 +38,9 @@ from bake.registry.ocistore import (
     Reply,
     artifact_manifest,
     blob_tag,
-    index_manifest,
     lock_dir,
     lock_name,
+    metadata_tag,
     parse_challenge,
     parse_manifest,
     urllib_send,
@@ -259,19 +256,22 @@ def test_lock_files_are_keyed_by_url(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- manifests
 
 
-def test_index_manifest_is_an_oci_artifact() -> None:
-    envelope = Descriptor(DSSE_MEDIA_TYPE, sha256_bytes(b"env"), 3)
-    data = index_manifest(envelope)
+def test_metadata_manifests_are_oci_artifacts() -> None:
+    layer = Descriptor(TUF_MEDIA_TYPE, sha256_bytes(b"md"), 2)
+    data = artifact_manifest(METADATA_ARTIFACT_TYPE, [layer])
     assert json.loads(data) == {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "artifactType": INDEX_ARTIFACT_TYPE,
+        "artifactType": METADATA_ARTIFACT_TYPE,
         "config": {"mediaType": OCI_EMPTY, "digest": sha256_bytes(b"{}"), "size": 2},
-        "layers": [{"mediaType": DSSE_MEDIA_TYPE, "digest": sha256_bytes(b"env"), "size": 3}],
+        "layers": [{"mediaType": TUF_MEDIA_TYPE, "digest": sha256_bytes(b"md"), "size": 2}],
     }
-    assert data == index_manifest(envelope)  # canonical: same input, same digest
+    assert data == artifact_manifest(METADATA_ARTIFACT_TYPE, [layer])  # canonical: same input, same digest
     assert EMPTY_CONFIG.digest == "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-    assert parse_manifest(data, "m") == (INDEX_ARTIFACT_TYPE, [envelope])
+    assert parse_manifest(data, "m") == (METADATA_ARTIFACT_TYPE, [layer])
+    assert metadata_tag("3.bins-0f.json") == "3.bins-0f.json"
+    with pytest.raises(RegistryError, match="not a metadata file name"):
+        metadata_tag("../x")
 
 
 def test_manifest_annotations() -> None:
@@ -356,28 +356,38 @@ def test_a_tampered_or_missing_blob(fake: FakeRegistry, reg: OciRegistry) -> Non
         reg.read_blob("sha256:../../v2/_catalog")
 
 
-# --------------------------------------------------------------------------- the index
+# --------------------------------------------------------------------------- TUF metadata
 
 
-def test_index_envelope_round_trip(fake: FakeRegistry, reg: OciRegistry) -> None:
-    assert reg.read_index_envelope() is None
-    with reg.locked():
-        assert reg.read_index_envelope() is None
-        reg.write_index_envelope(ENVELOPE)
-        reg.write_index_envelope({**ENVELOPE, "payload": "cQ=="})  # again, under the same lock
-    assert reg.read_index_envelope() == {**ENVELOPE, "payload": "cQ=="}
-    manifest = fake.manifests["bake/bake-meta", fake.tags["bake/bake-meta", "index"]]
+def test_metadata_round_trip_and_pending_withdrawal(fake: FakeRegistry, reg: OciRegistry) -> None:
+    assert reg.read_metadata("1.root.json") is None
+    reg.write_metadata("1.root.json", b'{"r": 1}')
+    assert reg.read_metadata("1.root.json") == b'{"r": 1}'
+    manifest = fake.manifests["bake/bake-meta", fake.tags["bake/bake-meta", "1.root.json"]]
     artifact, (layer,) = parse_manifest(manifest, "m")
-    assert (artifact, layer.media_type) == (INDEX_ARTIFACT_TYPE, DSSE_MEDIA_TYPE)
+    assert (artifact, layer.media_type) == (METADATA_ARTIFACT_TYPE, TUF_MEDIA_TYPE)
+    reg.write_metadata("pending.root.json", b"{}")
+    reg.delete_metadata("pending.root.json")
+    assert reg.read_metadata("pending.root.json") is None
 
 
-def test_the_index_is_written_only_under_the_lock_after_reading(reg: OciRegistry) -> None:
+def test_targets_are_blobs_named_by_their_hash(reg: OciRegistry) -> None:
+    data = b'{"name": "web"}'
+    stored = f"images/{sha256_bytes(data).removeprefix('sha256:')}.web.json"
+    reg.write_target(stored, data)
+    assert reg.read_target(stored) == data
+    with pytest.raises(RegistryError, match="do not match its name"):
+        reg.write_target(stored, b"other")
+
+
+def test_the_timestamp_is_written_only_under_the_lock_after_reading(reg: OciRegistry) -> None:
     with pytest.raises(RegistryError, match="only be written under locked"):
-        reg.write_index_envelope(ENVELOPE)
+        reg.write_metadata("timestamp.json", b"{}")
     with reg.locked(), pytest.raises(RegistryError, match="only be written under locked"):
-        reg.write_index_envelope(ENVELOPE)
+        reg.write_metadata("timestamp.json", b"{}")
     with reg.locked():
-        reg.read_index_envelope()
+        reg.read_metadata("timestamp.json")
+        reg.write_metadata("timestamp.json", b"{}")
         with pytest.raises(RegistryError, match="already held"), reg.locked():
             pass  # pragma: no cover
 
@@ -386,52 +396,35 @@ def test_a_concurrent_publish_is_refused(fake: FakeRegistry, tmp_path: Path) -> 
     # Two machines: separate lock folders, one registry.
     a, b = opened(fake, tmp_path / "a"), opened(fake, tmp_path / "b")
     with a.locked():
-        a.read_index_envelope()
-        a.write_index_envelope(ENVELOPE)
+        a.read_metadata("timestamp.json")
+        a.write_metadata("timestamp.json", b'{"v": 1}')
     with a.locked():
-        a.read_index_envelope()
+        a.read_metadata("timestamp.json")
         with b.locked():
-            b.read_index_envelope()
-            b.write_index_envelope({**ENVELOPE, "payload": "Yg=="})
+            b.read_metadata("timestamp.json")
+            b.write_metadata("timestamp.json", b'{"v": 2}')
         with pytest.raises(
-            RegistryError, match=re.escape("concurrent publish: the index of oci://127.0.0.1:5000/bake")
+            RegistryError, match=re.escape("concurrent publish: the timestamp of oci://127.0.0.1:5000/bake")
         ):
-            a.write_index_envelope({**ENVELOPE, "payload": "YQ=="})
-    assert a.read_index_envelope() == {**ENVELOPE, "payload": "Yg=="}  # b's write stands
+            a.write_metadata("timestamp.json", b'{"v": 3}')
+    assert a.read_metadata("timestamp.json") == b'{"v": 2}'  # b's write stands
 
 
-def test_an_index_tag_that_is_no_bake_index(fake: FakeRegistry, reg: OciRegistry) -> None:
+def test_a_metadata_tag_that_is_no_bake_metadata(fake: FakeRegistry, reg: OciRegistry) -> None:
     digest = reg.write_blob(b"{}")
-    fake.tags["bake/bake-meta", "index"] = fake.tags["bake/bake-meta", blob_tag(digest)]
-    with pytest.raises(TrustError, match="is not a bake index"):
-        reg.read_index_envelope()
+    fake.tags["bake/bake-meta", "timestamp.json"] = fake.tags["bake/bake-meta", blob_tag(digest)]
+    with pytest.raises(TrustError, match="is not bake metadata"):
+        reg.read_metadata("timestamp.json")
 
 
-@pytest.mark.parametrize(("content", "message"), [(b"{not json", "not valid JSON"), (b"[1]", "not a DSSE")])
-def test_a_damaged_envelope_is_a_trust_error(
-    fake: FakeRegistry, reg: OciRegistry, content: bytes, message: str
-) -> None:
-    with reg.locked():
-        reg.read_index_envelope()
-        reg.write_index_envelope(ENVELOPE)
-    reg.write_blob(content)
-    doc = json.loads(index_manifest(Descriptor(DSSE_MEDIA_TYPE, sha256_bytes(content), len(content))))
-    data = json.dumps(doc).encode()
-    fake.manifests["bake/bake-meta", digest_of(data)] = data
-    fake.tags["bake/bake-meta", "index"] = digest_of(data)
-    with pytest.raises(TrustError, match=message):
-        reg.read_index_envelope()
+def test_client_publish_read_through_the_oci_backend(reg: OciRegistry, tmp_path: Path) -> None:
+    from tests.unit.registry.regs import Setup, publish
 
-
-def test_client_init_publish_read(reg: OciRegistry, tmp_path: Path) -> None:
     key_path, _ = write_keypair(tmp_path / "k", None)
-    key = load_signing_key(key_path, None)
-    now = datetime(2024, 5, 1, tzinfo=UTC)
-    client.init(reg, key, now=now)
-    release = Release("web", "1.0.0", "key-1", now, {"docker": TargetOutput(sha256_bytes(b"img"))})
-    assert client.publish(reg, key, [key.public], release, now=now).version == "1.0.0+1"
-    snapshot = client.read(reg, [key.public], state=None, now=now)
-    assert snapshot.index.serial == 2
+    s = Setup(reg, load_signing_key(key_path, None), tmp_path)  # type: ignore[arg-type]  # any backend
+    assert publish(s).version == "1.0.0+1"
+    snapshot = s.read()
+    assert snapshot.serial == 2  # set up, then one publish
     assert list(snapshot.image("web").versions) == ["1.0.0+1"]
 
 
@@ -454,19 +447,19 @@ def test_credentials_answer_challenges(fake: FakeRegistry, tmp_path: Path, schem
 def test_missing_or_wrong_credentials(fake: FakeRegistry, tmp_path: Path, scheme: str) -> None:
     fake.auth = scheme
     with pytest.raises(RegistryError) as info:
-        opened(fake, tmp_path).read_index_envelope()
+        opened(fake, tmp_path).read_metadata("timestamp.json")
     assert "BAKE_REGISTRY_USER" in (info.value.hint or "")
     with pytest.raises(RegistryError) as info:
-        opened(
-            fake, tmp_path, {"BAKE_REGISTRY_USER": "ci", "BAKE_REGISTRY_PASSWORD": "wrong"}
-        ).read_index_envelope()
+        opened(fake, tmp_path, {"BAKE_REGISTRY_USER": "ci", "BAKE_REGISTRY_PASSWORD": "wrong"}).read_metadata(
+            "timestamp.json"
+        )
     assert "wrong" not in str(info.value) + str(info.value.hint)
 
 
 def test_no_credentials_for_another_host(fake: FakeRegistry, tmp_path: Path) -> None:
     fake.auth = "basic"
     reg = opened(fake, tmp_path, {"BAKE_REGISTRY_USER": "ci", "BAKE_REGISTRY_PASSWORD": "s3cret"})
-    reg.read_index_envelope()
+    reg.read_metadata("timestamp.json")
     sent: list[str | None] = []
 
     def elsewhere(request: urllib.request.Request) -> Reply:
@@ -486,7 +479,7 @@ def test_registry_errors_carry_the_registrys_words(fake: FakeRegistry, reg: OciR
 
     reg.client._send = refuse
     with pytest.raises(RegistryError, match="HTTP 500 UNKNOWN unknown"):
-        reg.read_index_envelope()
+        reg.read_metadata("timestamp.json")
 
 
 def test_an_unreachable_registry(tmp_path: Path) -> None:
@@ -497,7 +490,7 @@ def test_an_unreachable_registry(tmp_path: Path) -> None:
     reg = OciRegistry.open(f"127.0.0.1:{port}/bake", environ={"BAKE_STATE_DIR": str(tmp_path)})
     assert reg.location == location
     with pytest.raises(RegistryError, match=f"cannot reach the registry at http://127.0.0.1:{port}") as info:
-        reg.read_index_envelope()
+        reg.read_metadata("timestamp.json")
     assert "docker-registry serve" in (info.value.hint or "")
     assert urllib_send(direct=True) is not None
 

@@ -17,7 +17,6 @@ from bake.plan import Plan, plan_recipe
 from bake.record import find_good, load
 from bake.registry import client
 from bake.registry.backend import open_registry
-from bake.registry.trust import trusted_keys
 from bake.targets import loop
 from bake.targets.base import BakeContext, Outcome
 from bake.ui.progress import PlainReporter
@@ -124,7 +123,7 @@ def test_a_plugged_in_target_publishes_through_the_same_path(tmp_path: Path) -> 
     (pub,) = publish_records(session, [rec], access)
     assert pub.digest == rec.artifact.digest and set(pub.attestations) == {"provenance", "test-result"}
     reg = open_registry(access.url or "")
-    snap = client.read(reg, trusted_keys([str(public)]), state=None, now=session.now())
+    snap = client.read(reg, client.Trust((public,), tmp_path / "reader"))
     out = snap.image("note").versions[pub.version].targets["fake"]
     assert out.files == {"file": rec.artifact.digest}
     assert (
