@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bake.app.session import RegistryAccess, Session
-from bake.errors import BakeError
+from bake.errors import BakeError, TrustError
 
 if TYPE_CHECKING:
     from bake.deploy.lock import Finding
@@ -26,21 +26,39 @@ class Resolved:
     resolution: Resolution
 
 
-def resolve(session: Session, access: RegistryAccess, spec: str, target: str) -> Resolution:
-    """The resolution of ``spec`` once signature, freshness, revocation, attestations and
-    the artifact's bytes all check out."""
-    return verified(session, access, spec, target).resolution
+def resolve(
+    session: Session, access: RegistryAccess, spec: str, target: str, lock: Path | None = None
+) -> Resolution:
+    """The resolution of ``spec`` once signature, freshness, revocation, the test gate and
+    the artifact's bytes all check out (and, with a lock file, the metadata is no older
+    than what its pins were made from)."""
+    return verified(session, access, spec, target, lock).resolution
 
 
-def verified(session: Session, access: RegistryAccess, spec: str, target: str) -> Resolved:
+def verified(
+    session: Session, access: RegistryAccess, spec: str, target: str, lock: Path | None = None
+) -> Resolved:
     from bake.deploy.resolve import resolve as resolve_spec
     from bake.deploy.verified import check_artifact, check_attestations, default_cache, localize
 
     read = session.reader(access)
+    if lock is not None:
+        _not_older_than(lock, read.registry.url, read.snapshot.versions.to_json())
     res = localize(resolve_spec(read.snapshot, spec, target), read.registry.url)
-    check_attestations(res, read.snapshot.load_blob, read.trusted)
+    check_attestations(res, read.snapshot)
     check_artifact(res, default_cache(session.environ))
     return Resolved(read.registry, res)
+
+
+def _not_older_than(lock: Path, url: str, versions: dict[str, object]) -> None:
+    from bake.deploy.lock import floor_of, older_metadata, read_lock
+
+    older = older_metadata(versions, floor_of(read_lock(lock), url))
+    if older:
+        raise TrustError(
+            f"rollback refused: {url} serves older metadata than {lock} was pinned from ({', '.join(older)})",
+            "someone may be serving an old registry state to hide revocations",
+        )
 
 
 def render(resolution: Resolution, fmt: str) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 from bake.app.session import RegistryAccess, Session
 from bake.deploy.drift import DriftReport
 from bake.deploy.resolve import Resolution
-from bake.errors import BakeError
+from bake.errors import BakeError, TrustError
 from bake.infra import process
+from bake.registry.client import Snapshot
 from bake.targets.docker.engine import Engine
 from bake.verify.run import VerifyReport
 
@@ -82,8 +83,8 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
         res = resolve(snap, req.image, req.target)
     if "files" not in res.attestations:
         raise BakeError(f"{res.name}@{res.version} was published without a file manifest", "publish it again")
-    envelope = json.loads(snap.load_blob(res.attestations["files"]))
-    manifest = open_manifest(envelope, read.trusted, image_digest=res.digest)
+    envelope = json.loads(_attestation(snap, res, "files"))
+    manifest = open_manifest(envelope, snap.attestation_keys, image_digest=res.digest)
     with process.terminate_as_interrupt(), _engine_for(session, req.host) as eng:
         report = check_drift(
             session.runner,
@@ -98,8 +99,8 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
         verify = None
         if req.checks and "test-result" in res.attestations:
             stmt = open_statement(
-                json.loads(snap.load_blob(res.attestations["test-result"])),
-                read.trusted,
+                json.loads(_attestation(snap, res, "test-result")),
+                snap.attestation_keys,
                 expect_subject_digest=res.digest,
             )
             checks = [Check.model_validate(c) for c in checks_from_test_result(stmt)]
@@ -114,3 +115,10 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
                     (f"--ssh-config={req.ssh_config.resolve()}",) if req.ssh_config else (),
                 )
     return DriftResult(res, req.host, report, verify)
+
+
+def _attestation(snap: Snapshot, res: Resolution, kind: str) -> bytes:
+    digest = res.attestations.get(kind)
+    if digest is None:
+        raise TrustError(f"{res.name}@{res.version} has no {kind} attestation in the signed metadata")
+    return snap.attestation(res.name, res.version, kind, digest)

@@ -6,7 +6,8 @@ Everything but :func:`read_lock` and :func:`write_lock` is pure.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,8 @@ from bake.registry.client import Snapshot
 from bake.registry.model import format_time, image_ref, is_revoked
 
 LOCK_FILE = "bake.lock"
-LOCK_SCHEMA = "bake.lock/v1"
+LOCK_SCHEMA = "bake.lock/v2"
+VERSION_FIELDS = ("root", "timestamp", "snapshot")
 _USAGE = 2
 
 
@@ -33,6 +35,9 @@ class Pin:
     ref: str | None
     registry: str
     pinned_at: str
+    # the TUF metadata versions the pin was made from: nothing older is accepted later,
+    # on any machine, fresh ones included (a replayed registry state is refused)
+    metadata: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,18 @@ def pin(lockdata: LockFile, resolution: Resolution, registry_url: str, now: date
         ref=resolution.ref,
         registry=registry_url,
         pinned_at=format_time(now),
+        metadata={
+            k: int(v) for k, v in resolution.versions.items() if k in VERSION_FIELDS and isinstance(v, int)
+        },
     )
     others = [p for p in lockdata.pins if (p.name, p.target) != (new.name, new.target)]
     return replace(lockdata, pins=tuple(sorted([*others, new], key=lambda p: (p.name, p.target))))
 
 
-FindingKind = Literal["missing", "changed", "revoked", "outdated", "unresolvable"]
+Gate = Callable[[Resolution, Snapshot], object]  # raises BakeError when a build may not deploy
+FindingKind = Literal[
+    "missing", "changed", "revoked", "gate", "outdated", "unresolvable", "unchecked", "rollback"
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class Finding:
     message: str
 
 
-def _check_pin(p: Pin, snapshot: Snapshot) -> list[Finding]:
+def _check_pin(p: Pin, snapshot: Snapshot, gate: Gate) -> list[Finding]:
     where = f"{image_ref(p.name, p.version)} ({p.target})"
     doc = snapshot.get(p.name)
     build = doc.versions.get(p.version) if doc else None
@@ -91,6 +102,8 @@ def _check_pin(p: Pin, snapshot: Snapshot) -> list[Finding]:
     if is_revoked(doc, p.version):
         r = doc.revocations[p.version]
         found.append(Finding("revoked", "error", p, f"{where} was revoked at {r.at}: {r.reason}"))
+    else:
+        found += _gate(p, snapshot, gate)
     try:
         now = resolve(snapshot, p.spec, p.target)
     except BakeError as e:
@@ -102,10 +115,61 @@ def _check_pin(p: Pin, snapshot: Snapshot) -> list[Finding]:
     return found
 
 
-def check_lock(lockdata: LockFile, snapshot: Snapshot) -> list[Finding]:
-    """Check the pins of ``snapshot``'s registry (pins of other registries are skipped):
-    missing, digest changed, revoked, outdated (the spec resolves elsewhere now)."""
-    return [f for p in lockdata.pins if p.registry == snapshot.url for f in _check_pin(p, snapshot)]
+def _gate(p: Pin, snapshot: Snapshot, gate: Gate) -> list[Finding]:
+    """The registry's test gate, applied to the pinned build."""
+    try:
+        gate(resolve(snapshot, image_ref(p.name, p.version), p.target), snapshot)
+    except BakeError as e:
+        return [Finding("gate", "error", p, e.message)]
+    return []
+
+
+def older_metadata(versions: Mapping[str, object], floor: Mapping[str, int]) -> list[str]:
+    """The metadata roles whose version in ``versions`` is below ``floor`` (a rollback)."""
+    older = []
+    for role in VERSION_FIELDS:
+        seen, pinned = versions.get(role), floor.get(role)
+        if isinstance(seen, int) and pinned is not None and seen < pinned:
+            older.append(f"{role} {seen} < {pinned}")
+    return older
+
+
+def floor_of(lockdata: LockFile, registry_url: str) -> dict[str, int]:
+    """The newest metadata versions any pin of ``registry_url`` was made from."""
+    floor: dict[str, int] = {}
+    for p in lockdata.pins:
+        if p.registry == registry_url:
+            for role, version in p.metadata.items():
+                floor[role] = max(floor.get(role, 0), version)
+    return floor
+
+
+def check_lock(lockdata: LockFile, snapshot: Snapshot, gate: Gate | None = None) -> list[Finding]:
+    """Check every pin against ``snapshot``: missing, digest changed, revoked, failing the
+    registry's test gate (``gate``; by default bake.deploy.verified.check_attestations),
+    outdated (the spec resolves elsewhere now); a pin of another registry, or one made from
+    newer metadata than the registry serves now (a rollback), cannot be checked and is an
+    error. No pin is ever skipped."""
+    from bake.deploy.verified import check_attestations
+
+    checked: Gate = gate or check_attestations
+    found: list[Finding] = []
+    for p in lockdata.pins:
+        if p.registry != snapshot.url:
+            message = f"{p.name} ({p.target}) was pinned from {p.registry}, not {snapshot.url}: "
+            message += "it cannot be checked"
+            found.append(Finding("unchecked", "error", p, message))
+            continue
+        older = older_metadata(snapshot.versions.to_json(), p.metadata)
+        if older:
+            message = (
+                f"{p.name} ({p.target}) was pinned from newer metadata than {snapshot.url} serves now "
+                f"({', '.join(older)}): an old registry state may be replayed to hide revocations"
+            )
+            found.append(Finding("rollback", "error", p, message))
+            continue
+        found += _check_pin(p, snapshot, checked)
+    return found
 
 
 def lock_to_json(lockdata: LockFile) -> dict[str, Any]:
@@ -121,6 +185,7 @@ def lock_to_json(lockdata: LockFile) -> dict[str, Any]:
                 "ref": p.ref,
                 "registry": p.registry,
                 "pinned_at": p.pinned_at,
+                "metadata": dict(p.metadata),
             }
             for p in lockdata.pins
         ],
@@ -155,7 +220,13 @@ def lock_from_json(data: object, *, source: str) -> LockFile:
         ref = raw.get("ref")
         if ref is not None and not isinstance(ref, str):
             raise bad(f"pins[{i}].ref", "a string or null")
-        pins.append(Pin(ref=ref, **{k: raw[k] for k in _PIN_FIELDS}))
+        metadata = raw.get("metadata", {})
+        if not isinstance(metadata, dict) or not all(
+            k in VERSION_FIELDS and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in metadata.items()
+        ):
+            raise bad(f"pins[{i}].metadata", "an object of root, timestamp and snapshot versions")
+        pins.append(Pin(ref=ref, metadata=metadata, **{k: raw[k] for k in _PIN_FIELDS}))
     return LockFile(tuple(pins))
 
 

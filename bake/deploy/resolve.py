@@ -46,7 +46,8 @@ class Resolution:
     bake_key: str
     attestations: Mapping[str, str] = field(default_factory=dict)
     registry: str = ""
-    serial: int = 0  # the index serial it was resolved against
+    serial: int = 0  # the snapshot version it was resolved against
+    versions: Mapping[str, object] = field(default_factory=dict)  # root, timestamp, snapshot
     files: Mapping[str, str] = field(default_factory=dict)  # role -> digest (a VM's disk, kernel, …)
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class Resolution:
             "attestations": dict(self.attestations),
             "registry": self.registry,
             "serial": self.serial,
+            "metadata": dict(self.versions),
             **({"files": dict(self.files)} if self.files else {}),
         }
 
@@ -84,7 +86,10 @@ def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
     builds (saying why and when) and refs that name a tag without a digest.
     """
     name, selector = split_spec(spec)
-    picked = select(snapshot.image(name), selector)
+    doc = snapshot.image(name)
+    if selector in snapshot.unavailable:  # a protected channel whose keys have not signed yet
+        raise snapshot.unavailable[selector]
+    picked = select(doc, selector)
     where = image_ref(name, picked.version)
     output = picked.build.targets.get(target)
     if output is None:
@@ -108,7 +113,8 @@ def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
         bake_key=picked.build.bake_key,
         attestations=dict(picked.build.attestations),
         registry=snapshot.url,
-        serial=snapshot.index.serial,
+        serial=snapshot.serial,
+        versions=snapshot.versions.to_json(),
         files=dict(output.files),
     )
 

@@ -1,11 +1,14 @@
-"""What `bake resolve` checks beyond the signed index: attestations and artifact bytes.
+"""What `bake resolve` checks beyond the TUF metadata: the test gate, attestations and
+artifact bytes.
 
-The index signature covers image documents by digest, and they cover attestation blobs by
-digest. Here we open every attestation (signature by a trusted key, subject = the image
-digest) and, for images stored in an OCI layout inside a `dir:` registry, re-hash the
-manifest and every blob it references (for a VM image: its disk, kernel and initrd
-blobs), so a changed byte anywhere is caught before a deployer gets a reference. (Refs in
-an OCI registry are verified by digest on pull, VM files by `bake fetch`.)
+The TUF metadata cover image documents by length and hash, and they cover attestations by
+digest. Here we apply the registry's test gate (its signed policy names the attestations
+a version must have; a test result must say PASSED), open every attestation (signature by
+a key of the registry's images role, subject = the image digest) and, for images stored
+in an OCI layout inside a `dir:` registry, re-hash the manifest and every blob it
+references (for a VM image: its disk, kernel and initrd blobs), so a changed byte
+anywhere is caught before a deployer gets a reference. (Refs in an OCI registry are
+verified by digest on pull, VM files by `bake fetch`.)
 
 Re-hashing hundreds of MiB on every resolve would make it slow, so a blob that hashed
 right is remembered by (device, inode, size, mtime, ctime). ctime cannot be set from user
@@ -18,42 +21,70 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from bake.attest.digest import sha256_file
-from bake.attest.keys import PublicKey
-from bake.attest.statements import open_statement
+from bake.attest.statements import SLSA_PROVENANCE, TEST_RESULT, open_statement
 from bake.deploy.resolve import Resolution
 from bake.errors import TrustError
 from bake.infra.fsutil import write_cache
+from bake.registry.client import Snapshot
 from bake.registry.model import LAYOUT_SCHEME, RELATIVE_LAYOUT
 
-# Large attestations that resolve only hash-checks (their digest is bound by the signed
-# index); `bake drift` opens and verifies the file manifest when it uses it.
+# Large attestations that resolve only hash-checks (their hash is in signed metadata) unless
+# the registry's policy requires them; `bake drift` opens the file manifest when it uses it.
 BOUND_ONLY = frozenset({"files"})
+# what a required attestation must state
+PREDICATES = {"provenance": SLSA_PROVENANCE, "test-result": TEST_RESULT}
 
 
-def check_attestations(
-    res: Resolution, load_blob: Callable[[str], bytes], trusted: Sequence[PublicKey]
-) -> list[str]:
-    """Open each attestation of the resolved build; return the predicate types seen."""
+def check_attestations(res: Resolution, snapshot: Snapshot) -> list[str]:
+    """The test gate, then each attestation of the resolved build: the registry's policy
+    names the attestations a version must have (by default a SLSA provenance and a PASSED
+    test result); each must be a target of the signed metadata, signed by the registry's
+    online key, about exactly this digest. Returns the predicate types seen."""
+    where = f"{res.name}@{res.version}"
+    missing = [k for k in snapshot.policy.required if k not in res.attestations]
+    if missing:
+        raise TrustError(
+            f"{where} has no {missing[0]} attestation, which {res.registry} requires before anything "
+            "deploys it",
+            "publish a bake of it that passed verification; this version is refused",
+        )
     seen = []
     for kind, digest in sorted(res.attestations.items()):
-        if kind in BOUND_ONLY:
-            load_blob(digest)  # the signed index binds it by digest; reading checks the hash
+        data = snapshot.attestation(res.name, res.version, kind, digest)
+        if kind in BOUND_ONLY and kind not in snapshot.policy.required:
             continue
         try:
-            envelope = json.loads(load_blob(digest))
-            stmt = open_statement(envelope, trusted, expect_subject_digest=res.digest)
+            envelope = json.loads(data)
+            stmt = open_statement(envelope, snapshot.attestation_keys, expect_subject_digest=res.digest)
         except TrustError as exc:
-            raise TrustError(
-                f"{res.name}@{res.version}: {kind} attestation: {exc.message}", exc.hint
-            ) from None
+            raise TrustError(f"{where}: {kind} attestation: {exc.message}", exc.hint) from None
         except ValueError as exc:
-            raise TrustError(f"{res.name}@{res.version}: {kind} attestation is not JSON: {exc}") from None
+            raise TrustError(f"{where}: {kind} attestation is not JSON: {exc}") from None
+        kind_type = PREDICATES.get(kind)
+        if kind_type is not None and stmt.get("predicateType") != kind_type:
+            raise TrustError(f"{where}: its {kind} attestation states {stmt.get('predicateType')!r}")
+        if kind == "test-result":
+            _passed(where, stmt)
         seen.append(str(stmt.get("predicateType")))
     return seen
+
+
+def _passed(where: str, stmt: Mapping[str, object]) -> None:
+    predicate = stmt.get("predicate")
+    result = predicate.get("result") if isinstance(predicate, dict) else None
+    if result != "PASSED":
+        failed = predicate.get("failedTests") if isinstance(predicate, dict) else None
+        names = (
+            ", ".join(str(f) for f in failed[:3]) if isinstance(failed, list) and failed else "none listed"
+        )
+        raise TrustError(
+            f"{where}: its signed test result is {result!r}, not PASSED (failed: {names})",
+            "this version did not pass its checks; deploy one that did",
+        )
 
 
 def layout_blob(layout: Path, digest: str) -> Path:

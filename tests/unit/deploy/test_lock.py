@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,18 +37,25 @@ def _pinned(web: ImageDoc, spec: str, target: str = "docker") -> LockFile:
     return lockfile.pin(LockFile(), deploy.resolve(snap(web), spec, target), URL, T0)
 
 
+def no_gate(_res: object, _snapshot: object) -> None:
+    """The pure logic of lock checks; the test gate has tests of its own."""
+
+
+check = partial(lockfile.check_lock, gate=no_gate)
+
+
 def kinds(findings: list[Finding]) -> list[tuple[str, str]]:
     return [(f.kind, f.severity) for f in findings]
 
 
 def test_check_lock_clean(web: ImageDoc) -> None:
-    assert lockfile.check_lock(_pinned(web, "web@stable"), snap(web)) == []
+    assert check(_pinned(web, "web@stable"), snap(web)) == []
 
 
 def test_check_lock_revoked_pin(web: ImageDoc) -> None:
     lock = _pinned(web, "web@1.4.0+1")
     later = model.revoke(web, "1.4.0+1", "CVE-9", at=at(9))
-    findings = lockfile.check_lock(lock, snap(later))
+    findings = check(lock, snap(later))
     assert kinds(findings) == [("revoked", "error"), ("unresolvable", "warning")]
     assert findings[0].message == ("web@1.4.0+1 (docker) was revoked at 2024-05-01T12:09:00Z: CVE-9")
 
@@ -61,7 +69,7 @@ def test_check_lock_outdated_channel_and_build(web: ImageDoc) -> None:
     )
     moved = model.promote(web, "1.4.0+2", "stable", at=at(2))
     moved = build(moved, release("web", "1.3.0", "rebuilt"))
-    findings = lockfile.check_lock(lock, snap(moved))
+    findings = check(lock, snap(moved))
     assert kinds(findings) == [("outdated", "warning"), ("outdated", "warning")]
     assert findings[0].message == "web@stable now resolves to 1.4.0+2, pinned 1.4.0+1"
     assert findings[1].message == "web@1.3.0 now resolves to 1.3.0+2, pinned 1.3.0+1"
@@ -69,15 +77,32 @@ def test_check_lock_outdated_channel_and_build(web: ImageDoc) -> None:
 
 def test_check_lock_missing_and_other_registries(web: ImageDoc) -> None:
     lock = _pinned(web, "web@stable")
-    assert kinds(lockfile.check_lock(lock, snap(model.new_image_doc("api")))) == [("missing", "error")]
+    assert kinds(check(lock, snap(model.new_image_doc("api")))) == [("missing", "error")]
+    # a pin of another registry (or of this one, moved) is never skipped: it is an error
     other = lockfile.pin(LockFile(), deploy.resolve(snap(web), "web@stable", "docker"), "dir:/x", T0)
-    assert lockfile.check_lock(other, snap(model.new_image_doc("api"))) == []
+    assert kinds(check(other, snap(model.new_image_doc("api")))) == [("unchecked", "error")]
+
+
+def test_a_pin_refuses_metadata_older_than_it_was_made_from(web: ImageDoc) -> None:
+    lock = _pinned(web, "web@stable")
+    assert lock.pins[0].metadata == {"root": 1, "timestamp": 7, "snapshot": 7}
+    assert check(lock, snap(web, serial=7)) == []
+    findings = check(lock, snap(web, serial=5))  # an older state, replayed
+    assert kinds(findings) == [("rollback", "error")]
+    assert "timestamp 5 < 7" in findings[0].message and "snapshot 5 < 7" in findings[0].message
+
+
+def test_a_pin_that_fails_the_registrys_test_gate_is_an_error(web: ImageDoc) -> None:
+    lock = _pinned(web, "web@stable")
+    findings = lockfile.check_lock(lock, snap(web))  # the default gate: web has no test result
+    assert kinds(findings) == [("gate", "error")]
+    assert "has no test-result attestation" in findings[0].message
 
 
 def test_check_lock_changed_digest(web: ImageDoc) -> None:
     lock = _pinned(web, "web@stable")
     forged = LockFile((replace(lock.pins[0], digest=d("z")),))
-    assert kinds(lockfile.check_lock(forged, snap(web))) == [("changed", "error")]
+    assert kinds(check(forged, snap(web))) == [("changed", "error")]
 
 
 def test_lock_file_round_trip(tmp_path: Path, web: ImageDoc) -> None:
@@ -87,7 +112,8 @@ def test_lock_file_round_trip(tmp_path: Path, web: ImageDoc) -> None:
     lockfile.write_lock(path, lock)
     assert lockfile.read_lock(path) == lock
     data = json.loads(path.read_text())
-    assert data["schema"] == "bake.lock/v1"
+    assert data["schema"] == "bake.lock/v2"
+    assert data["pins"][0]["metadata"] == {"root": 1, "snapshot": 7, "timestamp": 7}
     assert data["pins"][0]["registry"] == URL
     assert [p.name for p in tmp_path.iterdir()] == ["bake.lock"]
 
@@ -97,8 +123,9 @@ def test_lock_file_round_trip(tmp_path: Path, web: ImageDoc) -> None:
     [
         ('{"schema": "bake.lock/v1",\n "pins": [}', r"bake\.lock:2:\d+: not valid JSON"),
         ('{"schema": "other"}', "schema must be"),
-        ('{"schema": "bake.lock/v1", "pins": {}}', "pins must be a list"),
-        ('{"schema": "bake.lock/v1", "pins": [{"name": 1}]}', r"pins\[0\]\.name must be"),
+        ('{"schema": "bake.lock/v1", "pins": []}', r"schema must be 'bake\.lock/v2'"),
+        ('{"schema": "bake.lock/v2", "pins": {}}', "pins must be a list"),
+        ('{"schema": "bake.lock/v2", "pins": [{"name": 1}]}', r"pins\[0\]\.name must be"),
     ],
 )
 def test_bad_lock_files_name_the_place(tmp_path: Path, content: str, message: str) -> None:

@@ -32,6 +32,7 @@ def test_resolve_a_channel(web: ImageDoc) -> None:
         attestations={"provenance": d("prov-b"), "sbom": d("sbom-b")},
         registry=URL,
         serial=7,
+        versions={"root": 1, "timestamp": 7, "snapshot": 7},
     )
 
 
