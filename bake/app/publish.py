@@ -1,8 +1,9 @@
 """Publish good bakes: copy the artifact by digest, attest it, record it in the registry.
 
 Order matters for "a failed or interrupted publish leaves the registry as it was":
-artifact bytes first (content-addressed, harmless if orphaned), then attestation blobs,
-then one signed index update under the registry lock. A parent is published before its
+artifact bytes first (content-addressed, harmless if orphaned), then, under the registry
+lock, the image document and attestations as TUF target files and the metadata that signs
+them, the timestamp last. A parent is published before its
 child, so a child's `parent` always names a build the registry holds. Every target goes
 the same way: its session copies the bytes and says what the artifact holds.
 """
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 
 from bake import targets
 from bake.app.session import RegistryAccess, Session, Writer
+from bake.attest.digest import sha256_bytes
 from bake.attest.predicates import attestations
 from bake.errors import BakeError
 from bake.infra import process
 from bake.record import BuildRecord, find_good
 from bake.registry import client
+from bake.registry.layout import ROOT, metadata_file
 from bake.registry.model import Build, ImageDoc, Release, TargetOutput
 from bake.registry.semver import parse as parse_semver
 from bake.targets.base import TargetSession
@@ -67,18 +70,17 @@ def image_tag(record: BuildRecord) -> str:
     return f"{record.version}-{record.bake_key.removeprefix('sha256:')[:12]}"
 
 
-def ensure_initialized(session: Session, writer: Writer) -> None:
-    if writer.registry.read_index_envelope() is None:
-        client.init(writer.registry, writer.signer, now=session.now(), state=session.freshness())
+def current(writer: Writer) -> client.Snapshot | None:
+    """The registry's state as its writer trusts it; None for a registry not set up yet."""
+    if writer.registry.read_metadata(metadata_file(ROOT, 1)) is None:
+        return None
+    return client.read(writer.registry, writer.trust)
 
 
 def published_version(session: Session, access: RegistryAccess, name: str, bake_key: str) -> str | None:
     """The registry's version of ``name`` with this bake key, if any (skips a whole bake)."""
-    writer = session.writer(access)
-    if writer.registry.read_index_envelope() is None:
-        return None
-    snap = client.read(writer.registry, writer.trusted, state=session.freshness(), now=session.now())
-    hit = find_by_key(snap.get(name), bake_key)
+    snap = current(session.writer(access))
+    hit = find_by_key(snap.get(name), bake_key) if snap is not None else None
     return hit[0] if hit else None
 
 
@@ -91,7 +93,6 @@ def publish_records(
     """Publish good build records. ``opened``: target sessions already open (by target
     name); others are opened here, once each, and only for targets the records have."""
     writer = session.writer(access)
-    ensure_initialized(session, writer)
     with contextlib.ExitStack() as stack:
         sessions: dict[str, TargetSession] = dict(opened or {})
 
@@ -117,13 +118,13 @@ def publish_record(
             f"{record.name} {record.version} ({record.bake_key[:19]}) is not a good bake: {record.error}",
             "only bakes that passed verification are published",
         )
-    registry, now, fresh = writer.registry, session.now(), session.freshness()
-    snapshot = client.read(registry, writer.trusted, state=fresh, now=now)
+    registry, now = writer.registry, session.now()
+    snapshot = current(writer)
     parent_spec: str | None = None
     parent_digest: str | None = None
     if record.parent and record.parent.get("bake_key"):
         pkey, pname = str(record.parent["bake_key"]), str(record.parent["name"])
-        hit = find_by_key(snapshot.get(pname), pkey)
+        hit = find_by_key(snapshot.get(pname), pkey) if snapshot is not None else None
         if hit is None:
             prec = find_good(session.state, pname, record.target, pkey)
             if prec is None:
@@ -132,8 +133,8 @@ def publish_record(
                     f"bake it first: bake build {pname}.yaml",
                 )
             publish_record(session, writer, prec, session_for)
-            snapshot = client.read(registry, writer.trusted, state=fresh, now=now)
-            hit = find_by_key(snapshot.get(pname), pkey)
+            snapshot = current(writer)
+            hit = find_by_key(snapshot.get(pname), pkey) if snapshot is not None else None
             assert hit is not None
         parent_spec = f"{pname}@{hit[0]}"
         out = hit[1].targets.get(record.target)
@@ -145,12 +146,12 @@ def publish_record(
     envelopes = attestations(
         record,
         stored.subjects,
-        writer.signer,
+        writer.signers.online,
         evidence=target_session.evidence(record.artifact),
         parent_digest=parent_digest,
         now=stamp,
     )
-    blobs = {kind: registry.write_blob(data) for kind, data in envelopes.items()}
+    blobs = {kind: sha256_bytes(data) for kind, data in envelopes.items()}
     release = Release(
         name=record.name,
         version=record.version,
@@ -168,7 +169,7 @@ def publish_record(
         attestations=blobs,
         parent=parent_spec,
     )
-    published = client.publish(registry, writer.signer, writer.trusted, release, now=now, state=fresh)
+    published = client.publish(registry, writer.trust, writer.signers, release, envelopes, now=now)
     return PublishResult(
         name=record.name,
         version=published.version,

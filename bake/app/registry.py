@@ -31,13 +31,14 @@ class KeyPair:
         return {"ok": True, "private": str(self.private), "public": str(self.public), "keyid": self.keyid}
 
 
-def keygen(session: Session, out: Path, *, force: bool = False) -> KeyPair:
-    """An ed25519 key pair (private key 0600; passphrase from BAKE_KEY_PASSPHRASE)."""
+def keygen(session: Session, out: Path, *, force: bool = False, kind: str = "ed25519") -> KeyPair:
+    """A key pair, ed25519 or ECDSA P-256 (private key 0600; passphrase from
+    BAKE_KEY_PASSPHRASE)."""
     from bake.attest.keys import load_public_key, write_keypair
     from bake.registry.trust import passphrase
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    private, public = write_keypair(out, passphrase(session.environ), force=force)
+    private, public = write_keypair(out, passphrase(session.environ), force=force, kind=kind)
     return KeyPair(private, public, load_public_key(public).keyid)
 
 
@@ -50,17 +51,26 @@ def publish(session: Session, records: Sequence[Path], access: RegistryAccess) -
 class Changed:
     serial: int
     summary: tuple[str, ...]
+    pending: tuple[str, ...] = ()  # roles whose new version waits for more signatures
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": True, "serial": self.serial, "changes": list(self.summary)}
+        return {
+            "ok": True,
+            "serial": self.serial,
+            "changes": list(self.summary),
+            "pending": list(self.pending),
+        }
 
 
 def _apply(session: Session, access: RegistryAccess, plan: Callable[[Snapshot], Change]) -> Changed:
     w = session.writer(access)
-    snap, change = client.apply(
-        w.registry, w.signer, w.trusted, plan, now=session.now(), state=session.freshness()
-    )
-    return Changed(snap.index.serial, tuple(change.summary))
+    committed, change = client.apply(w.registry, w.trust, w.signers, plan, now=session.now())
+    summary = tuple(change.summary)
+    if committed.pending:
+        summary = tuple(
+            f"pending (needs more signatures: bake sign {r}): {s}" for r in committed.pending for s in summary
+        )
+    return Changed(committed.serial, summary, committed.pending)
 
 
 def promote(session: Session, access: RegistryAccess, spec: str, channel: str) -> Changed:
@@ -93,10 +103,12 @@ class Refreshed:
 
 
 def refresh(session: Session, access: RegistryAccess) -> Refreshed:
-    """Re-sign the index with a new expiry (run it from CI so clients never see it frozen)."""
+    """Sign new timestamp and snapshot versions (and online roles close to expiry): run it from CI
+    well within the timestamp's lifetime, so clients never see the registry frozen."""
     w = session.writer(access)
-    snap = client.refresh(w.registry, w.signer, w.trusted, now=session.now(), state=session.freshness())
-    return Refreshed(snap.index.serial, snap.index.expires)
+    done = client.refresh(w.registry, w.trust, w.signers, now=session.now())
+    snap = client.read(w.registry, w.trust)
+    return Refreshed(done.serial, snap.expires)
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,7 @@ def list_images(session: Session, access: RegistryAccess) -> Listing:
                 revoked=tuple(sorted(doc.revocations)),
             )
         )
-    return Listing(snap.index.serial, snap.index.expires, tuple(rows))
+    return Listing(snap.serial, snap.expires, tuple(rows))
 
 
 @dataclass(frozen=True)

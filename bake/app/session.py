@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +23,10 @@ from bake.infra.process import Runner
 from bake.infra.settings import Settings, find_root, load_settings, state_dir
 
 if TYPE_CHECKING:
-    from bake.attest.keys import PublicKey, SigningKey
     from bake.infra.packer import PackerInfo
     from bake.registry.backend import Registry
-    from bake.registry.client import FreshnessState, Snapshot
+    from bake.registry.client import Snapshot, Trust
+    from bake.registry.roles import Signers
     from bake.targets.base import BakeContext, Spawner
     from bake.ui.progress import Reporter
 
@@ -41,22 +41,22 @@ class RegistryAccess:
     BAKE_REGISTRY, BAKE_TRUST, BAKE_SIGNING_KEY)."""
 
     url: str | None = None
-    trust: tuple[str, ...] = ()
-    key: str | None = None
+    trust: tuple[str, ...] = ()  # root.json, or root public keys
+    key: str | None = None  # the online signing key
+    sign_with: tuple[str, ...] = ()  # offline keys: root, targets, protected channels
 
 
 @dataclass(frozen=True)
 class Reader:
     registry: Registry
     snapshot: Snapshot
-    trusted: list[PublicKey]
 
 
 @dataclass(frozen=True)
 class Writer:
     registry: Registry
-    signer: SigningKey
-    trusted: list[PublicKey]
+    signers: Signers
+    trust: Trust
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,12 @@ class Session:
 
     # --- the registry -------------------------------------------------------------------
 
-    def freshness(self) -> FreshnessState:
-        from bake.registry.client import FreshnessState
+    def trust_state(self) -> Path:
+        """This machine's cache of what it trusted per registry (BAKE_STATE_DIR, else
+        ~/.local/state/bake): lost or poisoned, it costs no trust (see bake.registry.updater)."""
+        from bake.registry.updater import state_base
 
-        return FreshnessState.default(self.environ)
+        return state_base(self.environ)
 
     def open_registry(self, access: RegistryAccess) -> Registry:
         from bake.registry.backend import open_registry
@@ -121,21 +123,29 @@ class Session:
 
         return open_registry(registry_url(access.url, self.settings.registry))
 
+    def trust(self, access: RegistryAccess, *, required: bool = True) -> Trust:
+        from bake.registry.client import Trust
+        from bake.registry.trust import trust_anchors
+
+        paths = list(access.trust) or list(self.settings.trust)
+        anchors = trust_anchors(paths) if required or paths else ()
+        return Trust(anchors, self.trust_state())
+
     def reader(self, access: RegistryAccess) -> Reader:
-        """The registry and its snapshot after verifying signature, freshness and replay."""
+        """The registry and its state, as the TUF client verified it."""
         from bake.registry import client
-        from bake.registry.trust import trusted_keys
 
         registry = self.open_registry(access)
-        trusted = trusted_keys(list(access.trust) or list(self.settings.trust))
-        snapshot = client.read(registry, trusted, state=self.freshness(), now=self.now())
-        return Reader(registry, snapshot, trusted)
+        return Reader(registry, client.read(registry, self.trust(access)))
 
     def writer(self, access: RegistryAccess) -> Writer:
-        """The registry, the signing key and the trusted keys, for changing the registry."""
-        from bake.registry.trust import signing_key, trusted_keys
+        """The registry, the keys at hand and the trust anchors, for changing the registry.
+        Without trust anchors a writer trusts its own online key as the root key."""
+        from bake.registry.trust import signers
 
         registry = self.open_registry(access)
-        signer = signing_key(access.key or self.settings.signing_key, self.environ)
-        trusted = trusted_keys(list(access.trust) or list(self.settings.trust), signer)
-        return Writer(registry, signer, trusted)
+        keys = signers(access.key or self.settings.signing_key, access.sign_with, self.environ)
+        trust = self.trust(access, required=False)
+        if not trust.anchors:
+            trust = replace(trust, keys=(keys.online.public,))
+        return Writer(registry, keys, trust)

@@ -8,13 +8,15 @@ models, Jinja2, Rich) load inside the commands that need them, so that a deploye
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from bake import __version__
-from bake.cli import build, deploy, recipes, registry
+from bake.cli import build, deploy, keys, recipes, registry
 from bake.ui.options import DEBUG
 from bake.ui.output import line
 
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 lock_app = typer.Typer(help="Lock files: pinned image digests for deployers.", no_args_is_help=True)
 app.add_typer(lock_app, name="lock")
+keys_app = typer.Typer(help="Who signs what in a registry: roles, keys, thresholds.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 COMMANDS = (
     ("validate", recipes.validate),
@@ -49,10 +53,31 @@ COMMANDS = (
     ("fetch", deploy.fetch),
     ("pin", deploy.pin),
     ("drift", deploy.drift),
+    ("sign", keys.sign),
+    ("pending", keys.pending),
 )
+KEYS = (
+    ("init", keys.init),
+    ("show", keys.show),
+    ("add", keys.add),
+    ("revoke", keys.revoke),
+    ("rotate", keys.rotate),
+    ("protect", keys.protect),
+)
+
+
+def flowing(command: Callable[..., None]) -> str:
+    """A command's docstring as help text: lines of a paragraph joined (the terminal wraps
+    them), paragraphs kept."""
+    doc = inspect.getdoc(command) or ""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in doc.split("\n\n"))
+
+
 for name, command in COMMANDS:
-    app.command(name)(command)
-lock_app.command("check")(deploy.lock_check)
+    app.command(name, help=flowing(command))(command)
+for name, keys_command in KEYS:
+    keys_app.command(name, help=flowing(keys_command))(keys_command)
+lock_app.command("check", help=flowing(deploy.lock_check))(deploy.lock_check)
 
 
 def _version(value: bool) -> None:

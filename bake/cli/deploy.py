@@ -21,11 +21,14 @@ def resolve(
     trust: TrustOpt = None,
     target: TargetOpt = "docker",
     fmt: Annotated[str, typer.Option("--format", help="text, json, env or tfvars.")] = "text",
+    lock: Annotated[
+        Path | None, typer.Option("--lock", help="Refuse metadata older than this lock file's pins.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the image reference by digest, after checking signature, digest, revocation
-    and index freshness."""
-    res = deploy.resolve(session(), access(registry, trust), spec, target)
+    """Print the image reference by digest, after the TUF client's checks (signatures,
+    freshness, rollback), revocation, the test gate and the artifact's bytes."""
+    res = deploy.resolve(session(), access(registry, trust), spec, target, lock)
     typer.echo(deploy.render(res, "json" if as_json else fmt).rstrip("\n"))
 
 

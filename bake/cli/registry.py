@@ -10,7 +10,7 @@ import typer
 
 from bake.app import registry as reg
 from bake.app.registry import Changed
-from bake.ui.options import JsonOpt, KeyOpt, RegistryOpt, TrustOpt, access, handled, session
+from bake.ui.options import JsonOpt, KeyOpt, RegistryOpt, SignWithOpt, TrustOpt, access, handled, session
 from bake.ui.output import line, print_json
 
 
@@ -20,10 +20,11 @@ def keygen(
         Path, typer.Option("--out", "-o", help="Key path prefix: writes PREFIX.key and PREFIX.pub.")
     ],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key pair.")] = False,
+    kind: Annotated[str, typer.Option("--type", help="ed25519 (default) or ecdsa-p256.")] = "ed25519",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write an ed25519 key pair (private key mode 0600; passphrase from BAKE_KEY_PASSPHRASE)."""
-    pair = reg.keygen(session(), out, force=force)
+    """Write a key pair (private key mode 0600; passphrase from BAKE_KEY_PASSPHRASE)."""
+    pair = reg.keygen(session(), out, force=force, kind=kind)
     if as_json:
         print_json(pair.to_json())
     else:
@@ -62,10 +63,11 @@ def promote(
     registry: RegistryOpt = None,
     trust: TrustOpt = None,
     key: KeyOpt = None,
+    sign_with: SignWithOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Point a channel at a version (history is kept for rollback)."""
-    _show_change(reg.promote(session(), access(registry, trust, key), spec, channel), as_json)
+    _show_change(reg.promote(session(), access(registry, trust, key, sign_with), spec, channel), as_json)
 
 
 @handled
@@ -75,10 +77,11 @@ def rollback(
     registry: RegistryOpt = None,
     trust: TrustOpt = None,
     key: KeyOpt = None,
+    sign_with: SignWithOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Move a channel back to its previous known-good version."""
-    _show_change(reg.rollback(session(), access(registry, trust, key), name, channel), as_json)
+    _show_change(reg.rollback(session(), access(registry, trust, key, sign_with), name, channel), as_json)
 
 
 @handled
@@ -89,10 +92,11 @@ def revoke(
     registry: RegistryOpt = None,
     trust: TrustOpt = None,
     key: KeyOpt = None,
+    sign_with: SignWithOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a version: resolve refuses it from now on."""
-    change = reg.revoke(session(), access(registry, trust, key), spec, reason, cascade=cascade)
+    change = reg.revoke(session(), access(registry, trust, key, sign_with), spec, reason, cascade=cascade)
     _show_change(change, as_json)
 
 
@@ -103,12 +107,13 @@ def refresh(
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-sign the index with a new expiry (run it from CI so clients never see it frozen)."""
+    """Sign new timestamp and snapshot versions (and online roles close to expiry): run it from CI
+    well within the timestamp's lifetime, so clients never see the registry frozen."""
     done = reg.refresh(session(), access(registry, trust, key))
     if as_json:
         print_json(done.to_json())
     else:
-        line(f"index serial {done.serial}, expires {done.expires}")
+        line(f"snapshot version {done.serial}, timestamp expires {done.expires}")
 
 
 @handled

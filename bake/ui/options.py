@@ -49,7 +49,12 @@ RegistryOpt = Annotated[
     typer.Option("--registry", "-r", help="dir:PATH or oci://HOST:PORT/PREFIX (or BAKE_REGISTRY)."),
 ]
 TrustOpt = Annotated[
-    list[str] | None, typer.Option("--trust", help="Trusted public key(s) (.pub); or BAKE_TRUST.")
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        help="The registry's trusted root.json (or a root public key .pub, which must be in its first "
+        "root); or BAKE_TRUST.",
+    ),
 ]
 KeyOpt = Annotated[
     str | None,
@@ -78,8 +83,22 @@ def session() -> Session:
     return Session.load()
 
 
-def access(registry: str | None, trust: list[str] | None = None, key: str | None = None) -> RegistryAccess:
-    return RegistryAccess(url=registry, trust=tuple(trust or ()), key=key)
+SignWithOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sign-with",
+        help="Another key to sign with (root, targets, a protected channel's); repeatable.",
+    ),
+]
+
+
+def access(
+    registry: str | None,
+    trust: list[str] | None = None,
+    key: str | None = None,
+    sign_with: list[str] | None = None,
+) -> RegistryAccess:
+    return RegistryAccess(url=registry, trust=tuple(trust or ()), key=key, sign_with=tuple(sign_with or ()))
 
 
 def extra_vars(pairs: list[str] | None) -> dict[str, str]:
