@@ -8,9 +8,31 @@ other command — and `bake resolve --help` — goes through the Typer app.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+import types
+from pathlib import Path
 
 from bake.errors import BakeError
+
+HTTP_FETCHER = "tuf.ngclient.urllib3_fetcher"
+
+
+def defer_http_fetcher() -> None:
+    """python-tuf's Updater module imports its default HTTP fetcher, and with it urllib3
+    and ssl (a sixth of `bake resolve`'s start-up), although bake always passes its own
+    fetcher. Before tuf is imported, stand in a module whose ``Urllib3Fetcher`` imports the
+    real one when first instantiated: nothing changes for code that uses it."""
+    if "tuf.ngclient" in sys.modules or HTTP_FETCHER in sys.modules:
+        return
+    stand_in = types.ModuleType(HTTP_FETCHER)
+
+    def Urllib3Fetcher(*args: object, **kwargs: object) -> object:
+        sys.modules.pop(HTTP_FETCHER, None)
+        return importlib.import_module(HTTP_FETCHER).Urllib3Fetcher(*args, **kwargs)
+
+    stand_in.Urllib3Fetcher = Urllib3Fetcher  # type: ignore[attr-defined]
+    sys.modules[HTTP_FETCHER] = stand_in
 
 
 def _resolve(argv: list[str]) -> int:
@@ -22,17 +44,19 @@ def _resolve(argv: list[str]) -> int:
     parser.add_argument("--trust", action="append")
     parser.add_argument("--target", "-t", default="docker")
     parser.add_argument("--format", dest="fmt", default="text")
+    parser.add_argument("--lock", type=Path)
     parser.add_argument("--json", dest="as_json", action="store_true")
     parser.add_argument("--debug", action="store_true")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         return -1  # let Typer report the usage error
+    defer_http_fetcher()
     try:
         from bake.app import deploy
         from bake.app.session import RegistryAccess, Session
 
         access = RegistryAccess(url=args.registry, trust=tuple(args.trust or ()))
-        res = deploy.resolve(Session.load(), access, args.spec, args.target)
+        res = deploy.resolve(Session.load(), access, args.spec, args.target, args.lock)
         out = deploy.render(res, "json" if args.as_json else args.fmt)
     except BakeError as exc:
         if args.debug:

@@ -1,10 +1,12 @@
 """How long does a deployer wait for ``NAME@CHANNEL`` -> verified digest?
 
-Builds a ``dir:`` registry of 1,000 images x 20 versions (documents made directly with the
-pure functions, written in one signed transaction), then times the real
-``bake resolve`` command in fresh interpreters, each doing the full verified resolve: read
-the index, verify its ed25519 signature, check expiry and the replay state, load and
-hash-check one image document, resolve a channel, open the build's signed attestation.
+Builds a ``dir:`` registry of 1,000 images x 20 versions, each build with two attestation
+files (documents made directly with the pure functions, written in one signed TUF
+transaction: 256 hashed bins), then times the real ``bake resolve`` command in fresh
+interpreters, each doing the full verified resolve through python-tuf's client: refresh
+timestamp → snapshot → targets → one bin (signatures, versions, expiry, rollback against
+the machine's cache), load and hash-check one image document, resolve a channel, and pass
+the test gate (the build's signed provenance and PASSED test result).
 The baseline, measured in the same run and interleaved with it, is a bare ``python -c
 pass``. Goal: at most 0.3 s per resolve, start-up included.
 
@@ -33,25 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 0.3
 TARGET = "docker"
 
-RESOLVE = """
-import sys
-from datetime import UTC, datetime
-from pathlib import Path
-from bake.attest.keys import load_public_key
-from bake.deploy.resolve import format_resolution, resolve
-from bake.registry.backend import open_registry
-from bake.registry.client import FreshnessState, read
-
-url, pub, spec, target = sys.argv[1:5]
-snapshot = read(
-    open_registry(url),
-    [load_public_key(Path(pub))],
-    state=FreshnessState.default(),
-    now=datetime.now(UTC),
-)
-sys.stdout.write(format_resolution(resolve(snapshot, spec, target), "env"))
-"""
-
 
 def build_registry(folder: Path, images: int, versions: int) -> tuple[str, Path, str, str]:
     """Return (registry URL, public key file, spec to resolve, its expected digest)."""
@@ -61,27 +44,41 @@ def build_registry(folder: Path, images: int, versions: int) -> tuple[str, Path,
     from bake.attest.keys import load_signing_key, write_keypair
     from bake.registry import client, model
     from bake.registry.dirstore import DirRegistry
+    from bake.registry.layout import attestation_path
+    from bake.registry.roles import Signers
 
     key_path, pub_path = write_keypair(folder / "publisher", None)
     key = load_signing_key(key_path, None)
     registry = DirRegistry.at(folder / "registry")
-    now = datetime.now(UTC)
-    client.init(registry, key, now=now)
+    now = datetime.now(UTC).replace(microsecond=0)
+    resolved = images // 2
 
-    def fake(name: str, v: int) -> str:  # never read: only the resolved image's are
-        return sha256_bytes(f"p/{name}/{v}".encode())
+    def envelopes(i: int, name: str, v: int, digest: str) -> dict[str, bytes]:
+        if i != resolved:  # never read (only the resolved image's are), but signed for
+            return {
+                kind: canonical_json({"bench": [name, v, kind]}) for kind in ("provenance", "test-result")
+            }
+        subjects = [(name, digest)]
+        tests = attest.test_result(result="PASSED", passed=["bench"], failed=[], configuration=[])
+        return {
+            "provenance": canonical_json(
+                attest.sign_statement(
+                    attest.statement(subjects, attest.SLSA_PROVENANCE, {"bench": True}), key
+                )
+            ),
+            "test-result": canonical_json(
+                attest.sign_statement(attest.statement(subjects, attest.TEST_RESULT, tests), key)
+            ),
+        }
 
-    def provenance(name: str, digest: str) -> str:  # a real signed statement, as published
-        stmt = attest.statement([(name, digest)], attest.SLSA_PROVENANCE, {"bench": True})
-        return registry.write_blob(canonical_json(attest.sign_statement(stmt, key)))
-
-    def everything(_: client.Snapshot) -> dict[str, model.ImageDoc]:
-        docs = {}
+    def everything(_: client.Snapshot) -> tuple[dict[str, model.ImageDoc], dict[str, bytes]]:
+        docs, files = {}, {}
         for i in range(images):
             name = f"img{i:04d}"
             doc = model.new_image_doc(name)
             for v in range(versions):
                 out = sha256_bytes(f"{name}/{v}".encode())
+                atts = envelopes(i, name, v, out)
                 release = model.Release(
                     name=name,
                     version=f"1.{v}.0",
@@ -91,15 +88,17 @@ def build_registry(folder: Path, images: int, versions: int) -> tuple[str, Path,
                         TARGET: model.TargetOutput(out, ref=f"r.example/{name}@{out}"),
                         "qemu": model.TargetOutput(sha256_bytes(f"q/{name}/{v}".encode())),
                     },
-                    attestations={"provenance": provenance(name, out) if i == images // 2 else fake(name, v)},
+                    attestations={kind: sha256_bytes(data) for kind, data in atts.items()},
                 )
                 doc, version = model.add_build(doc, release)
+                files.update({attestation_path(name, version, k): data for k, data in atts.items()})
                 doc = model.promote(doc, version, "stable", at=now)
             docs[name] = model.rollback(doc, "stable", at=now)  # some history to replay
-        return docs
+        return docs, files
 
-    client.transact(registry, key, [key.public], everything, now=now)
-    name = f"img{images // 2:04d}"
+    trust = client.Trust((), folder / "publisher-state", keys=(key.public,))
+    client.transact(registry, trust, Signers(key), everything, now=now)
+    name = f"img{resolved:04d}"
     expected = sha256_bytes(f"{name}/{versions - 2}".encode())  # stable was rolled back
     return registry.url, pub_path, f"{name}@stable", expected
 
@@ -135,19 +134,21 @@ def measure(runs: int, env: dict[str, str], resolve_argv: list[str], expected: s
     }
 
 
-def in_process(url: str, pub: Path, spec: str, runs: int) -> float:
-    """Median seconds of read + resolve inside a warm interpreter (imports excluded)."""
+def in_process(url: str, pub: Path, spec: str, runs: int, state: Path) -> float:
+    """Median seconds of a verified read + resolve inside a warm interpreter (imports
+    excluded), with the TUF metadata cache of earlier runs, as on a deployer's host."""
     from bake.attest.keys import load_public_key
     from bake.deploy.resolve import resolve
+    from bake.deploy.verified import check_attestations
     from bake.registry.backend import open_registry
-    from bake.registry.client import read
+    from bake.registry.client import Trust, read
 
-    trusted = [load_public_key(pub)]
+    trust = Trust((), state, keys=(load_public_key(pub),))
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        snapshot = read(open_registry(url), trusted, state=None, now=datetime.now(UTC))
-        resolve(snapshot, spec, TARGET)
+        snapshot = read(open_registry(url), trust)
+        check_attestations(resolve(snapshot, spec, TARGET), snapshot)
         samples.append(time.perf_counter() - start)
     return round(statistics.median(samples), 5)
 
@@ -165,7 +166,9 @@ def main() -> None:
         start = time.perf_counter()
         url, pub, spec, expected = build_registry(folder, args.images, args.versions)
         build_s = time.perf_counter() - start
-        index_bytes = (folder / "registry" / "index.json").stat().st_size
+        metadata = folder / "registry" / "metadata"
+        metadata_bytes = sum(f.stat().st_size for f in metadata.iterdir())
+        largest_bin = max(f.stat().st_size for f in metadata.glob("*.bins-*.json"))
 
         base_env = {
             **os.environ,
@@ -182,7 +185,7 @@ def main() -> None:
         ]  # fmt: skip
         cached = measure(args.runs, cached_env, argv, expected)
         uncached = measure(args.runs, uncached_env, argv, expected)
-        warm = in_process(url, pub, spec, args.runs)
+        warm = in_process(url, pub, spec, args.runs, folder / "warm-state")
 
     result: dict[str, Any] = {
         "images": args.images,
@@ -190,7 +193,8 @@ def main() -> None:
         "runs": args.runs,
         "spec": spec,
         "registry_build_s": round(build_s, 2),
-        "index_bytes": index_bytes,
+        "metadata_bytes": metadata_bytes,
+        "largest_bin_bytes": largest_bin,
         "cached": cached,
         "uncached": uncached,
         "in_process_resolve_median_s": warm,
@@ -203,7 +207,8 @@ def main() -> None:
         return
     print(
         f"registry: {args.images} images x {args.versions} versions "
-        f"(built in {result['registry_build_s']} s, index {index_bytes} bytes)"
+        f"(built in {result['registry_build_s']} s; TUF metadata {metadata_bytes} bytes, "
+        f"largest bin {largest_bin} bytes)"
     )
     for label, m in (("cached bytecode", cached), ("no bytecode cache", uncached)):
         print(
