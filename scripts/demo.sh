@@ -31,3 +31,7 @@ bake ls
 echo
 echo "== bake resolve web@stable"
 bake resolve web@stable
+echo
+echo "== the same, trusting the registry's root.json (what a deployer is handed)"
+bake keys show --root-out .bake/root.json
+bake resolve web@stable --trust .bake/root.json --format env
