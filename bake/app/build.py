@@ -1,19 +1,20 @@
 """`bake build`: one recipe, or a whole folder as a graph; publishing what was baked.
 
 With a registry, a bake whose key the registry already holds (good, not revoked) is skipped
-before anything starts; what is baked is published, parents first.
+before anything starts; a parent it holds is fetched by digest, never baked again; what is
+baked is published, parents first.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bake import targets
 from bake.app import graph
-from bake.app.publish import PublishResult, publish_records, published_version
+from bake.app.publish import PublishResult, find_published, publish_records, published_version
 from bake.app.session import RegistryAccess, Session
 from bake.infra import process
 from bake.plan import Plan, plan_recipe
@@ -116,6 +117,8 @@ def build_one(session: Session, req: BuildRequest, reporter: Reporter) -> BuildR
         if hit is not None:
             return BuildResult(plan, registry_version=hit)
     ctx = session.bake_context(reporter)
+    if req.registry is not None and not req.check_reproducible:
+        ctx = replace(ctx, published=find_published(session, req.registry))
     repro: Reproducibility | None = None
     published: PublishResult | None = None
     with process.terminate_as_interrupt(), target.session(ctx) as tsession:
@@ -199,6 +202,8 @@ def build_all(
                         node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
                     )
             node_ctx = session.bake_context(PlainReporter(verbose=req.verbose))
+            if req.registry is not None:
+                node_ctx = replace(node_ctx, published=find_published(session, req.registry))
             outcome = loop.bake(
                 target, tsession, node_ctx, p, BakeOptions(force=req.force, verify=req.verify)
             )

@@ -3,8 +3,9 @@
 Order matters for "a failed or interrupted publish leaves the registry as it was":
 artifact bytes first (content-addressed, harmless if orphaned), then, under the registry
 lock, the image document and attestations as TUF target files and the metadata that signs
-them, the timestamp last. A parent is published before its
-child, so a child's `parent` always names a build the registry holds. Every target goes
+them, the timestamp last. A parent is published before its child, so a child's `parent`
+always names a build the registry holds; a parent the registry already holds is fetched
+from it, never baked again (:func:`find_published`). Every target goes
 the same way: its session copies the bytes and says what the artifact holds.
 """
 
@@ -20,12 +21,13 @@ from bake.attest.digest import sha256_bytes
 from bake.attest.predicates import attestations
 from bake.errors import BakeError
 from bake.infra import process
+from bake.plan import Plan
 from bake.record import BuildRecord, find_good
 from bake.registry import client
 from bake.registry.layout import ROOT, metadata_file
-from bake.registry.model import Build, ImageDoc, Release, TargetOutput
+from bake.registry.model import Build, ImageDoc, Release, TargetOutput, absolute_ref, image_ref
 from bake.registry.semver import parse as parse_semver
-from bake.targets.base import TargetSession
+from bake.targets.base import FindPublished, Published, TargetSession
 from bake.ui.progress import PlainReporter
 
 
@@ -82,6 +84,29 @@ def published_version(session: Session, access: RegistryAccess, name: str, bake_
     snap = current(session.writer(access))
     hit = find_by_key(snap.get(name), bake_key) if snap is not None else None
     return hit[0] if hit else None
+
+
+def find_published(session: Session, access: RegistryAccess) -> FindPublished:
+    """A registry lookup for the bake loop: the good, published build of a plan's bake key
+    (signed metadata checked, the registry's test gate passed), so a parent is fetched by
+    digest instead of being baked again."""
+    from bake.deploy.resolve import resolve
+    from bake.deploy.verified import check_attestations
+
+    writer = session.writer(access)
+
+    def find(plan: Plan) -> Published | None:
+        snapshot = current(writer)
+        hit = find_by_key(snapshot.get(plan.name), plan.key) if snapshot is not None else None
+        if snapshot is None or hit is None or plan.target not in hit[1].targets:
+            return None
+        version, build = hit
+        check_attestations(resolve(snapshot, image_ref(plan.name, version), plan.target), snapshot)
+        out = build.targets[plan.target]
+        url = writer.registry.url
+        return Published(url, version, out.digest, absolute_ref(out.ref, url), out.image_id, dict(out.files))
+
+    return find
 
 
 def publish_records(

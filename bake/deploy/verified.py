@@ -30,7 +30,7 @@ from bake.deploy.resolve import Resolution
 from bake.errors import TrustError
 from bake.infra.fsutil import write_cache
 from bake.registry.client import Snapshot
-from bake.registry.model import LAYOUT_SCHEME, RELATIVE_LAYOUT
+from bake.registry.model import LAYOUT_SCHEME, absolute_ref
 
 # Large attestations that resolve only hash-checks (their hash is in signed metadata) unless
 # the registry's policy requires them; `bake drift` opens the file manifest when it uses it.
@@ -161,11 +161,8 @@ def default_cache(environ: Mapping[str, str] | None = None) -> HashCache:
 def localize(res: Resolution, registry_url: str) -> Resolution:
     """A `dir:` registry stores layout refs relative to its root (so the folder can be
     copied or moved); deployers get them absolute."""
-    ref = res.ref
-    if ref and ref.startswith(RELATIVE_LAYOUT) and not ref.startswith(LAYOUT_SCHEME):
-        root = Path(registry_url.removeprefix("dir:")).resolve()
-        return dataclasses.replace(res, ref=f"{LAYOUT_SCHEME}{root / ref.removeprefix(RELATIVE_LAYOUT)}")
-    return res
+    ref = absolute_ref(res.ref, registry_url)
+    return res if ref == res.ref else dataclasses.replace(res, ref=ref)
 
 
 def check_artifact(res: Resolution, cache: HashCache | None = None) -> None:

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -715,3 +716,12 @@ def decode_names(data: bytes) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise RegistryError("the image index is not a list of names")
     return [validate_name(n) for n in names]
+
+
+def absolute_ref(ref: str | None, registry_url: str) -> str | None:
+    """A `dir:` registry stores layout refs relative to its root (so the folder can be
+    copied or moved); whoever uses one gets it absolute."""
+    if ref and ref.startswith(RELATIVE_LAYOUT) and not ref.startswith(LAYOUT_SCHEME):
+        root = Path(registry_url.removeprefix("dir:")).resolve()
+        return f"{LAYOUT_SCHEME}{root / ref.removeprefix(RELATIVE_LAYOUT)}"
+    return ref

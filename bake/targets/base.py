@@ -109,6 +109,23 @@ class BakeOptions:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A good build of a plan's bake key that a registry holds, as its verified metadata
+    says (the caller checked signatures and the test gate): where its bytes are, by digest."""
+
+    registry: str  # the registry's URL
+    version: str  # e.g. 1.0.0+1
+    digest: str  # what the registry's metadata pins
+    ref: str | None = None
+    image_id: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)  # role -> digest
+
+
+# A registry lookup: the good, published build of a plan's bake key, or None.
+FindPublished = Callable[["Plan"], Published | None]
+
+
+@dataclass(frozen=True)
 class BakeContext:
     """Runtime state of a bake (apart from the plan, which is pure)."""
 
@@ -118,6 +135,8 @@ class BakeContext:
     environ: Mapping[str, str]
     spawn: Spawner = process.spawn
     clock: Callable[[], datetime] = _utcnow
+    # parents come from here when it holds their bake key (a registry); None: bake them
+    published: FindPublished | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,11 @@ class TargetSession(Protocol):
 
     def present(self, artifact: Artifact) -> bool:
         """True while a recorded artifact is still there to reuse."""
+        ...
+
+    def fetch(self, plan: Plan, published: Published) -> Artifact:
+        """A published build's exact bytes, here (pulled or downloaded by digest, and
+        checked against it), to build on: a parent is never baked twice."""
         ...
 
     def base(self, plan: Plan, parent: Artifact | None, opts: BakeOptions) -> Base:

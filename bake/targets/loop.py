@@ -1,8 +1,10 @@
 """The one bake loop: parent → base → packer build → verify a fresh instance → record.
 
 Every bakeable target goes through :func:`bake`; what differs lives in the target's
-session (:class:`~bake.targets.base.TargetSession`). A derived recipe's parent is baked
-first unless a good record of its bake key, with its artifact still there, exists. Only a
+session (:class:`~bake.targets.base.TargetSession`). A derived recipe's parent comes from
+the registry when it holds a good build of the parent's bake key (its exact bytes, fetched
+by digest); otherwise it is baked first, unless a good local record of its bake key, with
+its artifact still there, exists. Only a
 verified artifact is kept (tagged, moved into place) and recorded good; a failed or
 interrupted bake discards it and records nothing good. Packer runs once per bake, here,
 with secrets passed as sensitive variables from the environment and redacted from all it
@@ -76,11 +78,7 @@ def bake(
         if cached is not None and session.present(cached.artifact):
             ctx.reporter.note(f"{plan.name} {plan.version}: cached (bake key {plan.short_key})")
             return Outcome(cached, record_path(ctx.state, plan.name, plan.target, plan.key), cached=True)
-    parent: Artifact | None = None
-    parents: tuple[BuildRecord, ...] = ()
-    if plan.parent is not None:
-        out = bake(target, session, ctx, plan.parent, BakeOptions(verify=opts.verify, cold=opts.cold))
-        parent, parents = out.record.artifact, (*out.parents, out.record)
+    parent, parents = _parent(target, session, ctx, plan, opts)
     started = time.monotonic()  # a parent's bake has its own record and total
     base = session.base(plan, parent, opts)
     timings: dict[str, float] = dict(base.timings)
@@ -117,6 +115,21 @@ def bake(
     path = save(ctx.state, rec)
     ctx.reporter.note(f"{plan.name} {plan.version}: good ({(artifact.digest or artifact.id)[:19]})")
     return Outcome(rec, path, cached=False, parents=parents)
+
+
+def _parent(
+    target: Target, session: TargetSession, ctx: BakeContext, plan: Plan, opts: BakeOptions
+) -> tuple[Artifact | None, tuple[BuildRecord, ...]]:
+    """The parent's artifact to build on, and the parent records baked for it: the
+    registry's build of its bake key when it has one, else a bake (or a local record)."""
+    if plan.parent is None:
+        return None, ()
+    hit = None if opts.cold or ctx.published is None else ctx.published(plan.parent)
+    if hit is not None:
+        ctx.reporter.note(f"{plan.parent.name} {hit.version}: from {hit.registry} ({hit.digest[:19]})")
+        return session.fetch(plan.parent, hit), ()
+    out = bake(target, session, ctx, plan.parent, BakeOptions(verify=opts.verify, cold=opts.cold))
+    return out.record.artifact, (*out.parents, out.record)
 
 
 def verify_only(session: TargetSession, plan: Plan, ref: str) -> VerifyReport:

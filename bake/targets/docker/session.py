@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bake.attest.filemanifest import manifest_predicate, volatile_set
-from bake.errors import BakeError, ToolError
+from bake.errors import BakeError, ToolError, TrustError
 from bake.infra import packer
 from bake.plan import Plan, upstream_pins
+from bake.registry import images
 from bake.registry.backend import Registry
 from bake.targets.base import (
     Artifact,
@@ -28,6 +29,7 @@ from bake.targets.base import (
     Built,
     Evidence,
     PackerInputs,
+    Published,
     Stored,
     TimedEvents,
     Verification,
@@ -68,6 +70,35 @@ class DockerSession:
     def present(self, artifact: Artifact) -> bool:
         return bool(artifact.id) and docker.image_id(self.ctx.runner, self.engine, artifact.id) is not None
 
+    def fetch(self, plan: Plan, published: Published) -> Artifact:
+        """Pull a published image by digest into the engine (skopeo checks every blob
+        against the digest), unless the engine holds that exact image already (its ID is
+        the digest of a config that names every layer's content)."""
+        if not published.ref or "@sha256:" not in published.ref:
+            raise BakeError(f"{plan.name} {published.version} in {published.registry} has no image by digest")
+        have = published.image_id and docker.image_id(self.ctx.runner, self.engine, published.image_id)
+        if have:
+            image = published.image_id or ""
+        else:
+            what = f"{published.version} by digest {published.digest[:19]}"
+            self.ctx.reporter.phase(f"{plan.name}: pull", what)
+            image = images.pull_to_docker(
+                self.ctx.runner,
+                self.engine.host,
+                published.ref,
+                name=f"{image_repository(plan.name)}:{plan.version}",
+                environ=self.ctx.environ,
+            )
+        if published.image_id and image != published.image_id:
+            raise TrustError(
+                f"{plan.name} {published.version}: the image pulled by digest has the ID {image[:19]}, "
+                f"its signed metadata says {published.image_id[:19]}",
+                "the registry's image does not match its metadata; nothing was built on it",
+            )
+        docker.tag(self.ctx.runner, self.engine, image, f"{image_repository(plan.name)}:{plan.version}")
+        artifact = self._artifact(plan, image, published.digest, tags=(plan.version,))
+        return replace(artifact, meta={**artifact.meta, "published": published.version})
+
     def base(self, plan: Plan, parent: Artifact | None, opts: BakeOptions) -> Base:
         """The image to build on: the parent's, a bootstrapped rootfs, or a pinned image."""
         if plan.parent is not None and parent is not None:
@@ -77,6 +108,10 @@ class DockerSession:
                 "bake_key": plan.parent.key,
                 "image_id": parent.id,
             }
+            if parent.digest:
+                record["digest"] = parent.digest
+            if "published" in parent.meta:
+                record["published"] = str(parent.meta["published"])
             return DockerBase(record=record, image=parent.id)
         base = plan.resolved.recipe.base
         if base is None or (base.bootstrap is None and base.image is None):

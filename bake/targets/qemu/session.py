@@ -38,6 +38,7 @@ from bake.targets.base import (
     Built,
     Evidence,
     PackerInputs,
+    Published,
     Stored,
     TimedEvents,
     Verification,
@@ -133,6 +134,33 @@ class QemuSession:
         disk = artifact.files["disk"]
         return disk.path.stat().st_size == disk.size
 
+    def fetch(self, plan: Plan, published: Published) -> Artifact:
+        """Download a published VM image (disk, kernel, initrd) by digest into the state
+        folder, every byte checked against its signed digest; kept there by digest, so a
+        later bake on this machine does not download it again."""
+        from bake.registry import disks
+
+        missing = [r for r in ROLES if r not in published.files]
+        if missing:
+            raise BakeError(f"{plan.name} {published.version} in {published.registry} has no {missing[0]}")
+        folder = self.ctx.state / "published" / f"{plan.name}-{published.digest.removeprefix('sha256:')[:16]}"
+        names = {"disk": f"{plan.name}.qcow2", "kernel": "vmlinuz", "initrd": "initrd.img"}
+        dests = {role: folder / names[role] for role in ROLES}
+        have = all(dests[r].is_file() and sha256_file(dests[r]) == published.files[r] for r in ROLES)
+        if not have:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.ctx.reporter.phase(
+                f"{plan.name}: fetch", f"{published.version} by digest {published.digest[:19]}"
+            )
+            disks.fetch(
+                published.registry, published.ref, dict(published.files), dests, environ=self.ctx.environ
+            )
+        files = {
+            role: ArtifactFile(dests[role], published.files[role], dests[role].stat().st_size)
+            for role in ROLES
+        }
+        return self._artifact(dests["disk"], files, {"published": published.version})
+
     def base(self, plan: Plan, parent: Artifact | None, opts: BakeOptions) -> Base:
         """The disk to build on: the parent's final disk, or a bootstrapped base disk."""
         if plan.parent is not None and parent is not None:
@@ -144,6 +172,8 @@ class QemuSession:
                 "bake_key": plan.parent.key,
                 "digest": str(parent.digest),
             }
+            if "published" in parent.meta:
+                record["published"] = str(parent.meta["published"])
             return QemuBase(
                 record, boot=boot, checksum=str(parent.digest), machine=self._machine(plan, boot.kernel)
             )

@@ -21,6 +21,7 @@ from bake.infra.packer import artifacts
 from bake.infra.process import Call, LineSink, Result
 from bake.model import Model
 from bake.plan import Plan
+from bake.registry import disks
 from bake.registry.backend import Registry
 from bake.registry.disks import DiskFile
 from bake.targets.base import (
@@ -33,6 +34,7 @@ from bake.targets.base import (
     Evidence,
     PackerInputs,
     Plugin,
+    Published,
     Stored,
     TargetSession,
     TimedEvents,
@@ -95,8 +97,18 @@ class FakeSession:
     def present(self, artifact: Artifact) -> bool:
         return Path(artifact.id).is_file()
 
+    def fetch(self, plan: Plan, published: Published) -> Artifact:
+        dest = self.ctx.state / "published" / f"{plan.name}-{published.version}.txt"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        disks.fetch(published.registry, published.ref, dict(published.files), {"file": dest})
+        f = _file(dest)
+        return Artifact(KIND, str(dest), f.digest, {"file": f}, {"published": published.version})
+
     def base(self, plan: Plan, parent: Artifact | None, opts: BakeOptions) -> Base:
-        return Base(record={"name": parent.id if parent else "scratch"})
+        if plan.parent is None or parent is None:
+            return Base(record={"name": "scratch"})
+        record = {"name": plan.parent.name, "version": plan.parent.version, "bake_key": plan.parent.key}
+        return Base(record={**record, "artifact": parent.id, "digest": str(parent.digest)})
 
     @contextmanager
     def packer_inputs(self, plan: Plan, base: Base, work: Path) -> Iterator[PackerInputs]:

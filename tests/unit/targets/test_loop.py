@@ -3,12 +3,14 @@ fake_target.py, registered with one line): bake, verify, record, reuse, fail, pu
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
 from bake import targets
-from bake.app.publish import publish_records
+from bake.app.publish import find_published, publish_records
 from bake.app.session import RegistryAccess, Session
 from bake.attest.keys import write_keypair
 from bake.errors import VerifyError
@@ -130,3 +132,74 @@ def test_a_plugged_in_target_publishes_through_the_same_path(tmp_path: Path) -> 
         tmp_path / "registry" / "blobs" / "sha256" / rec.artifact.digest.removeprefix("sha256:")
     ).is_file()
     assert Fake().usage({"file": Path("x")}) == "cat x"
+
+
+CHILD = """\
+name: child
+version: 2.0.0
+extends: note
+targets:
+  fake: {greeting: hello}
+steps:
+  - shell: echo more
+verify:
+  - command: {run: "true"}
+"""
+
+
+def test_a_parent_the_registry_holds_is_fetched_by_digest_not_baked(tmp_path: Path) -> None:
+    """A fresh runner (new state folder) bakes a child of a published parent: the parent's
+    exact published bytes are fetched and built on; Packer runs for the child only, and the
+    child's provenance names the parent's published digest."""
+    parent = plan_of(tmp_path)
+    first = tmp_path / "first-runner"
+    rec = bake(first, parent, FakeTools()).record
+    private, public = write_keypair(tmp_path / "k", None)
+    access = RegistryAccess(f"dir:{tmp_path / 'registry'}", (str(public),), str(private))
+    env = {"BAKE_KEY_PASSPHRASE": ""}
+    publish_records(Session.load(tmp_path, {**env, "BAKE_STATE_DIR": str(first)}), [rec], access)
+
+    (tmp_path / "child.yaml").write_text(CHILD)
+    (child,) = plan_recipe(tmp_path / "child.yaml", PackerInfo((1, 6, 6)), targets=["fake"])
+    fresh = tmp_path / "fresh-runner"
+    session = Session.load(tmp_path, {**env, "BAKE_STATE_DIR": str(fresh)})
+    tools = FakeTools()
+    ctx = BakeContext(
+        runner=tools,
+        state=fresh,
+        reporter=PlainReporter(),
+        environ={},
+        published=find_published(session, access),
+    )
+    target = targets.get("fake")
+    with target.session(ctx) as tsession:
+        out = loop.bake(target, tsession, ctx, child)
+    builds = [c for c in tools.calls if c.argv[:2] == ("packer", "build")]
+    assert len(builds) == 1 and "child" in builds[0].argv[-1]
+    assert out.parents == () and out.record.parent is not None
+    assert out.record.parent["digest"] == rec.artifact.digest
+    fetched = Path(out.record.parent["artifact"])
+    assert fetched.read_bytes() == Path(rec.artifact.id).read_bytes() and fresh in fetched.parents
+    (pub,) = publish_records(session, [out.record], access)
+    snap = client.read(open_registry(access.url or ""), client.Trust((public,), tmp_path / "reader"))
+    assert snap.image("child").versions[pub.version].parent == "note@1.0.0+1"
+    provenance = json.loads(
+        snap.attestation("child", pub.version, "provenance", pub.attestations["provenance"])
+    )
+    statement = json.loads(base64.b64decode(provenance["payload"]))
+    assert str(rec.artifact.digest).removeprefix("sha256:") in json.dumps(statement["predicate"])
+
+
+def test_a_parent_not_in_the_registry_is_baked_first(tmp_path: Path) -> None:
+    plan_of(tmp_path)
+    (tmp_path / "child.yaml").write_text(CHILD)
+    (child,) = plan_recipe(tmp_path / "child.yaml", PackerInfo((1, 6, 6)), targets=["fake"])
+    tools = FakeTools()
+    ctx = BakeContext(
+        runner=tools, state=tmp_path / "s", reporter=PlainReporter(), environ={}, published=lambda p: None
+    )
+    target = targets.get("fake")
+    with target.session(ctx) as tsession:
+        out = loop.bake(target, tsession, ctx, child)
+    assert [r.name for r in out.parents] == ["note"]
+    assert len([c for c in tools.calls if c.argv[:2] == ("packer", "build")]) == 2
