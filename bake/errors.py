@@ -43,3 +43,7 @@ class TrustError(BakeError):
 
 class RegistryError(BakeError):
     """The registry could not be read or written, or refused an operation."""
+
+
+class ConflictError(RegistryError):
+    """Another writer changed the registry first: the change is retried on the new state."""

@@ -1,6 +1,8 @@
-# Start and stop what the integration tests and the demo need: a private dockerd and a
-# local OCI registry on 127.0.0.1. Sourced by .ci/run, scripts/demo.sh and scripts/bench.sh.
-# Everything lives under $BAKE_SERVICES (default .bake/services) and is stopped by PID.
+# Start and stop what the integration tests and the demo need: a private dockerd, a local
+# OCI registry on 127.0.0.1 and a PostgreSQL server on a unix socket. Sourced by
+# scripts/test.sh, scripts/demo.sh and scripts/bench.sh. Everything lives under
+# $BAKE_SERVICES (default .bake/services), PostgreSQL's data in a folder of its own user
+# under /tmp; all is stopped by PID.
 
 BAKE_SERVICES=${BAKE_SERVICES:-$PWD/.bake/services}
 BAKE_REGISTRY_PORT=${BAKE_REGISTRY_PORT:-5000}
@@ -69,6 +71,39 @@ YAML
   return 1
 }
 
+start_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$bin" ] || { echo "services: PostgreSQL is not installed" >&2; return 1; }
+  mkdir -p "$BAKE_SERVICES"
+  # the server runs as the `postgres` user, which cannot enter a private checkout: its data
+  # and socket live in a folder of its own (short: unix socket paths are limited to 107 bytes)
+  local d
+  d=$(mktemp -d /tmp/bake-pg.XXXXXX)
+  chown postgres: "$d"
+  echo "$d" >"$BAKE_SERVICES/postgres.dir"
+  runuser -u postgres -- "$bin/initdb" -D "$d/data" -A trust -U postgres >"$d/initdb.log" 2>&1 || {
+    echo "services: initdb failed" >&2; tail -20 "$d/initdb.log" >&2; return 1; }
+  runuser -u postgres -- "$bin/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w -t 60 \
+    -o "-c listen_addresses='' -k $d -c fsync=off" start >/dev/null || {
+    echo "services: PostgreSQL did not start" >&2; tail -20 "$d/postgres.log" >&2; return 1; }
+  export BAKE_TEST_PG="postgresql:///postgres?host=$d&user=postgres"
+  echo "services: PostgreSQL on $d (pid $(head -1 "$d/data/postmaster.pid"))"
+}
+
+stop_postgres() {
+  local f=$BAKE_SERVICES/postgres.dir
+  [ -f "$f" ] || return 0
+  local d bin
+  d=$(cat "$f")
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -f "$d/data/postmaster.pid" ]; then
+    runuser -u postgres -- "$bin/pg_ctl" -D "$d/data" -m fast -w stop >/dev/null 2>&1 ||
+      kill -9 "$(head -1 "$d/data/postmaster.pid")" 2>/dev/null || true
+  fi
+  rm -rf "$d" "$f"
+}
+
 stop_pidfile() {
   local f=$1
   [ -f "$f" ] || return 0
@@ -83,6 +118,7 @@ stop_pidfile() {
 }
 
 stop_services() {
+  stop_postgres
   stop_pidfile "$BAKE_SERVICES/registry/registry.pid"
   stop_pidfile "$BAKE_SERVICES/dockerd/started.pid"
 }

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   packer docker.io mmdebstrap skopeo docker-registry    # bakes, images, the test registry
   qemu-utils qemu-system-x86 openssh-client e2fsprogs   # VM images (-t qemu)
+  postgresql                                            # the fleet's metadata store (tests)
   openssl curl ca-certificates git make
 )
 missing=()

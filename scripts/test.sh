@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: set up (scripts/setup.sh), start the services the integration tests use (a
-# private dockerd, a docker-registry on 127.0.0.1), run ruff, mypy and every test, and stop
+# private dockerd, a docker-registry on 127.0.0.1, PostgreSQL), run ruff, mypy and every test, and stop
 # what was started, whatever happens. PYTEST_ARGS passes options to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ mkdir -p "$PACKER_TMP_DIR"
 trap stop_services EXIT
 start_dockerd
 start_registry
+start_postgres
 
 ruff check bake tests bench
 ruff format --check bake tests bench

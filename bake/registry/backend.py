@@ -7,7 +7,9 @@ Everything a backend returns is untrusted until the TUF client has checked it; a
 must at least refuse a target file whose bytes do not match the hash in its name.
 
 Backends form a plugin family (a Protocol + a dict): add one by adding an entry to
-``BACKENDS``. ``dir:PATH`` is a folder; ``oci://HOST[:PORT]/PREFIX`` an OCI Distribution registry.
+``BACKENDS``. ``dir:PATH`` is a folder; ``oci://HOST[:PORT]/PREFIX`` an OCI Distribution
+registry; ``postgresql://…?images=oci://…`` keeps the metadata in PostgreSQL (real
+compare-and-swap for publishers on many machines) and the image bytes in an OCI registry.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ if TYPE_CHECKING:
     from bake.registry.disks import DiskFile
     from bake.registry.images import PushedImage
 
-URL_HINT = "write dir:PATH (a folder, e.g. dir:./registry) or oci://HOST[:PORT]/REPOSITORY"
+URL_HINT = (
+    "write dir:PATH (a folder, e.g. dir:./registry), oci://HOST[:PORT]/REPOSITORY, or "
+    "postgresql://USER@HOST/DB?images=oci://HOST[:PORT]/REPOSITORY (metadata in PostgreSQL)"
+)
 
 
 class Registry(Protocol):
@@ -93,10 +98,18 @@ def _open_oci(url: str, rest: str) -> Registry:
     return OciRegistry.open(rest, url=url)
 
 
+def _open_pg(url: str, rest: str) -> Registry:
+    from bake.registry.pgstore import PgRegistry  # load only the backend in use
+
+    return PgRegistry.open(url)
+
+
 # scheme -> (separator after the scheme, factory)
 BACKENDS: dict[str, tuple[str, BackendFactory]] = {
     "dir": (":", _open_dir),
     "oci": ("://", _open_oci),
+    "postgresql": ("://", _open_pg),
+    "postgres": ("://", _open_pg),
 }
 
 

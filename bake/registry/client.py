@@ -17,17 +17,20 @@ The clock is always passed in (``now``); nothing here reads it.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Targets, Timestamp
 from tuf.api.metadata import Snapshot as TufSnapshot
 
 from bake.attest.keys import PublicKey
-from bake.errors import BakeError, RegistryError, TrustError
+from bake.errors import BakeError, ConflictError, RegistryError, TrustError
 from bake.registry import roles
 from bake.registry.backend import Registry
 from bake.registry.layout import (
@@ -77,6 +80,8 @@ class Trust:
 
 
 # --------------------------------------------------------------------------- snapshot
+
+T = TypeVar("T")
 
 
 def _none(*_args: str) -> None:
@@ -450,11 +455,34 @@ def _doc_changes(writing: Writing, docs: Mapping[str, ImageDoc]) -> dict[str, by
     return changes
 
 
+RETRIES = 6
+
+
+def retried(change: Callable[[], T]) -> T:
+    """Run a change again, on the new state, when another writer committed first (a
+    backend with compare-and-swap said so); the change reads its state afresh each time."""
+    for attempt in range(RETRIES):
+        try:
+            return change()
+        except ConflictError:
+            if attempt == RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")
+
+
 def transact(
     registry: Registry, trust: Trust, signers: Signers, mutate: Mutation, *, now: datetime
 ) -> tuple[Snapshot, Committed]:
     """Apply ``mutate`` (current snapshot -> changed image documents, extra target files)
-    under the lock and store it signed. Nothing changed: nothing is written."""
+    under the lock and store it signed. Nothing changed: nothing is written. A lost race
+    is retried on the new state (``mutate`` runs again)."""
+    return retried(lambda: _transact(registry, trust, signers, mutate, now))
+
+
+def _transact(
+    registry: Registry, trust: Trust, signers: Signers, mutate: Mutation, now: datetime
+) -> tuple[Snapshot, Committed]:
     with writing(registry, trust, signers, now) as w:
         docs, extra = mutate(w.snapshot)
         changes = _doc_changes(w, docs)
@@ -552,10 +580,14 @@ def publish(
 def refresh(registry: Registry, trust: Trust, signers: Signers, *, now: datetime) -> Committed:
     """New timestamp and snapshot versions (and online roles that would expire soon):
     run it from CI well within the timestamp's lifetime, so clients never see it frozen."""
-    with writing(registry, trust, signers, now) as w:
-        staged = roles.refreshed(w.load, signers, now, w.policy)
-        _store(registry, staged)
-        return Committed(staged.versions[SNAPSHOT])
+
+    def change() -> Committed:
+        with writing(registry, trust, signers, now) as w:
+            staged = roles.refreshed(w.load, signers, now, w.policy)
+            _store(registry, staged)
+            return Committed(staged.versions[SNAPSHOT])
+
+    return retried(change)
 
 
 def init(

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from bake.attest.digest import CHUNK, canonical_json, is_digest, sha256_bytes
-from bake.errors import RegistryError, TrustError
+from bake.errors import ConflictError, RegistryError, TrustError
 from bake.registry.layout import hash_of_stored
 from bake.registry.model import validate_name
 
@@ -666,7 +666,7 @@ class OciRegistry:
                 )
             current = self.client.manifest_digest(self.repository, tag)
             if current != self._seen_timestamp:
-                raise RegistryError(
+                raise ConflictError(
                     f"concurrent publish: the timestamp of {self.url} changed to {current or 'nothing'} "
                     f"while this publisher held its lock (it read {self._seen_timestamp or 'none'})",
                     "publishers on different machines share no lock: let one publish at a time "

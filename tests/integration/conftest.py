@@ -26,6 +26,7 @@ from bake.targets.docker import engine as docker
 from bake.targets.docker.session import DockerSession
 from bake.ui.progress import PlainReporter
 from tests.conftest import RECIPES
+from tests.integration import postgres
 
 LICENSE = "integration-test-license-value"
 
@@ -46,6 +47,13 @@ def engine(state: Path) -> Iterator[docker.Engine]:
     require("docker", "packer")
     with docker.engine(process.run, state) as eng:
         yield eng
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[str]:
+    """A real PostgreSQL server's libpq URL (BAKE_TEST_PG, or one started for the session)."""
+    with postgres.server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
