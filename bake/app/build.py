@@ -7,20 +7,22 @@ baked is published, parents first.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bake import targets
 from bake.app import graph
+from bake.app.lease import Leases, holder_id, leased
 from bake.app.publish import PublishResult, find_published, publish_records, published_version
 from bake.app.session import RegistryAccess, Session
 from bake.infra import process
 from bake.plan import Plan, plan_recipe
 from bake.recipe.models import Bootstrap
 from bake.targets import loop
-from bake.targets.base import BakeOptions, Outcome
+from bake.targets.base import BakeOptions, Outcome, Target
 from bake.ui.progress import PlainReporter, Reporter
 
 
@@ -112,10 +114,41 @@ def build_one(session: Session, req: BuildRequest, reporter: Reporter) -> BuildR
     target = targets.get(req.target)
     plan = plan_build(session, req)
     target.check(plan)  # refuses before anything runs
-    if req.registry is not None and not req.force and not req.check_reproducible:
-        hit = published_version(session, req.registry, plan.name, plan.key)
-        if hit is not None:
-            return BuildResult(plan, registry_version=hit)
+    with contextlib.ExitStack() as stack:
+        if req.registry is not None and not req.force and not req.check_reproducible:
+            hit = published_version(session, req.registry, plan.name, plan.key)
+            if hit is None:
+                hit = stack.enter_context(coordinated(session, req.registry, plan, reporter))
+            if hit is not None:
+                return BuildResult(plan, registry_version=hit)
+        return _bake_one(session, req, reporter, target, plan)
+
+
+@contextlib.contextmanager
+def coordinated(
+    session: Session, access: RegistryAccess, plan: Plan, reporter: Reporter
+) -> Iterator[str | None]:
+    """With a registry whose store has leases: hold the lease of the plan's bake key while
+    this runner bakes it (None), or wait for the runner that holds it and yield the
+    version it published. Without leases: None at once."""
+    registry = session.writer(access).registry
+    if not isinstance(registry, Leases):
+        yield None
+        return
+    with leased(
+        registry,
+        plan.key,
+        holder=holder_id(),
+        published=lambda: published_version(session, access, plan.name, plan.key),
+        seconds=session.settings.lease_seconds,
+        waiting=lambda who: reporter.note(f"{plan.name} {plan.version}: {who} is baking it; waiting"),
+    ) as got:
+        yield got
+
+
+def _bake_one(
+    session: Session, req: BuildRequest, reporter: Reporter, target: Target, plan: Plan
+) -> BuildResult:
     ctx = session.bake_context(reporter)
     if req.registry is not None and not req.check_reproducible:
         ctx = replace(ctx, published=find_published(session, req.registry))
@@ -195,12 +228,19 @@ def build_all(
         def work(node: graph.Node) -> graph.NodeResult:
             t0 = time.monotonic()
             (p,) = plan_recipe(node.path, info, targets=[req.target], search_path=search, upstream=up)
-            if req.registry is not None and not req.force:
-                hit = published_version(session, req.registry, p.name, p.key)
-                if hit is not None:
-                    return graph.NodeResult(
-                        node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
-                    )
+            with contextlib.ExitStack() as stack:
+                if req.registry is not None and not req.force:
+                    hit = published_version(session, req.registry, p.name, p.key)
+                    if hit is None:
+                        reporter = PlainReporter(verbose=req.verbose)
+                        hit = stack.enter_context(coordinated(session, req.registry, p, reporter))
+                    if hit is not None:
+                        return graph.NodeResult(
+                            node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
+                        )
+                return bake_node(node, p, t0)
+
+        def bake_node(node: graph.Node, p: Plan, t0: float) -> graph.NodeResult:
             node_ctx = session.bake_context(PlainReporter(verbose=req.verbose))
             if req.registry is not None:
                 node_ctx = replace(node_ctx, published=find_published(session, req.registry))

@@ -3,7 +3,7 @@
 State (build records, rendered templates, the private dockerd, bootstrap tarballs) lives in
 `.bake/` under the project root, or BAKE_STATE_DIR. Settings come from, later winning:
 `bake.toml` in the project root (`[bake]` table) < environment (BAKE_REGISTRY, BAKE_TRUST,
-BAKE_SIGNING_KEY) < command-line flags.
+BAKE_SIGNING_KEY, BAKE_LEASE_SECONDS) < command-line flags.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from bake.errors import BakeError
 
 CONFIG_FILE = "bake.toml"
-KEYS = ("registry", "trust", "signing_key", "recipes_path", "state_dir")
+KEYS = ("registry", "trust", "signing_key", "recipes_path", "state_dir", "lease_seconds")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Settings:
     signing_key: str | None = None
     recipes_path: tuple[str, ...] = ()
     state_dir: str | None = None
+    lease_seconds: float = 120.0  # a bake lease not renewed for this long passes to another runner
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -67,12 +68,20 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Setti
     rp = data.get("recipes_path", ())
     if isinstance(rp, str):
         rp = (rp,)
+    lease = env.get("BAKE_LEASE_SECONDS") or data.get("lease_seconds") or 120.0
+    try:
+        lease_seconds = float(lease)  # type: ignore[arg-type]  # str, int or float: checked here
+    except (TypeError, ValueError):
+        raise BakeError(f"lease_seconds must be a number of seconds, not {lease!r}") from None
+    if lease_seconds < 3:
+        raise BakeError(f"lease_seconds {lease_seconds} is too short", "give 3 seconds or more (default 120)")
     return Settings(
         registry=_opt_str(data.get("registry")),
         trust=tuple(str(t) for t in trust) if isinstance(trust, list | tuple) else (),
         signing_key=_opt_str(data.get("signing_key")),
         recipes_path=tuple(str(p) for p in rp) if isinstance(rp, list | tuple) else (),
         state_dir=_opt_str(env.get("BAKE_STATE_DIR") or data.get("state_dir")),
+        lease_seconds=lease_seconds,
     )
 
 
