@@ -7,15 +7,18 @@ from typing import Annotated
 
 import typer
 
-from bake.app import recipes
+from bake.app import fleet, recipes
 from bake.app.recipes import PlanRequest
+from bake.errors import BakeError
 from bake.ui.options import (
     ExtraOpt,
     JsonOpt,
     OfflineOpt,
     PackerVersionOpt,
+    RegistryOpt,
     TargetsOpt,
     VarFileOpt,
+    access,
     extra_vars,
     handled,
     session,
@@ -41,16 +44,36 @@ def validate(
 
 @handled
 def plan(
-    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe file.")] = None,
     target: TargetsOpt = None,
     var_file: VarFileOpt = None,
     extra_var: ExtraOpt = None,
     packer_version: PackerVersionOpt = None,
     offline: OfflineOpt = False,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--all", help="Plan every recipe of this folder: the bakes needed, in waves."),
+    ] = None,
+    registry: RegistryOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="With --all: text, json, github-matrix or gitlab.")
+    ] = "text",
+    wave: Annotated[int | None, typer.Option("--wave", help="With --all: only this wave's bakes.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show resolved vars, steps per target, the parent chain, the bake key and which
-    inputs changed since the last good bake."""
+    inputs changed since the last good bake. With --all DIR (and --registry): the bakes the
+    folder needs (bake keys the registry lacks), in waves ordered by `extends`, as text,
+    JSON, a GitHub Actions matrix or a GitLab child pipeline."""
+    if folder is not None:
+        where = access(registry) if registry or session().settings.registry else None
+        planned = fleet.plan_all(session(), folder, (target or ["docker"])[0], where, offline=offline)
+        line(fleet.render(planned, "json" if as_json else fmt, wave))
+        return
+    if recipe is None:
+        raise BakeError(
+            "give a recipe, or --all DIR", "bake plan recipes/web.yaml, or bake plan --all recipes", 2
+        )
     req = PlanRequest(
         recipe, tuple(target or ()), tuple(var_file or ()), extra_vars(extra_var), packer_version, offline
     )
