@@ -18,6 +18,8 @@ echo "== bake build overhead over packer build"
 python3 bench/overhead_bench.py
 echo "== nightly graph: no-op rebuild ratio and -j2 speed-up"
 python3 bench/graph_bench.py
+echo "== a fresh runner bakes a changed child of a published parent, vs rebaking the parent"
+python3 bench/fleet_bench.py
 echo "== drift check vs find -exec sha256sum"
 python3 bench/drift_bench.py
 if [ -f bench/vm_bench.py ] && command -v qemu-system-x86_64 >/dev/null; then

@@ -20,10 +20,11 @@ import yaml
 
 from bake.app import graph
 from bake.app.build import upstream
-from bake.app.publish import published_version
+from bake.app.publish import find_by_key
 from bake.app.session import RegistryAccess, Session
 from bake.errors import BakeError
 from bake.plan import plan_recipe
+from bake.registry.layout import ROOT, metadata_file
 
 FORMATS = ("text", "json", "github-matrix", "gitlab")
 
@@ -93,18 +94,22 @@ def plan_all(
             nodes[name].path, info, targets=[target], search_path=search, upstream=up
         )
     cached: dict[str, str] = {}
-    if access is not None:
-        for name, p in plans.items():
-            hit = published_version(session, access, p.name, p.key)
-            if hit is not None:
-                cached[name] = hit
+    url = None
+    if access is not None:  # read-only: a plan job needs the trusted root, not a signing key
+        registry = session.open_registry(access)
+        url = registry.url
+        if registry.read_metadata(metadata_file(ROOT, 1)) is not None:
+            snapshot = session.reader(access).snapshot
+            for name, p in plans.items():
+                hit = find_by_key(snapshot.get(p.name), p.key)
+                if hit is not None:
+                    cached[name] = hit[0]
     wave_of = waves(nodes, {n for n in plans if n not in cached})
     cwd = Path.cwd()
     needed = [
         Needed(name, _shown(nodes[name].path, cwd), plans[name].version, target, plans[name].key, wave)
         for name, wave in sorted(wave_of.items(), key=lambda nw: (nw[1], nw[0]))
     ]
-    url = session.writer(access).registry.url if access is not None else None
     return FleetPlan(url, tuple(needed), cached, offline)
 
 
