@@ -58,7 +58,7 @@ def test_drift_clean_then_each_change_named(context: Bakes, baked_web: Outcome, 
     # a tampered manifest attestation is refused
     reg = tmp_path / "registry"
     files = json.loads(published.output)["attestations"]["files"].removeprefix("sha256:")
-    blob = reg / "blobs" / "sha256" / files
+    (blob,) = (reg / "targets" / "attestations" / "web").glob(f"*/{files}.files.json")
     data = bytearray(blob.read_bytes())
     data[100] ^= 1
     blob.write_bytes(bytes(data))

@@ -1,20 +1,24 @@
 """Bake → publish → resolve → pull → run, on the embedded `dir:` registry, for real.
 
 Also: promote / rollback / revoke change what resolve returns; tampering with any
-published byte (artifact, attestation, index) is caught by resolve; a replayed older
-index is refused.
+published byte (artifact, attestation, image document, TUF metadata) is caught by resolve;
+replayed older metadata is refused, on a fresh machine too when it holds a lock file; the
+reference TUF client reads the registry over plain HTTP.
 """
 
 from __future__ import annotations
 
-import base64
+import http.server
 import json
 import shutil
+import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tuf.ngclient import Updater
 from typer.testing import CliRunner, Result
 
 from bake.cli import app
@@ -151,7 +155,13 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("what", ["layer", "manifest", "attestation", "image-doc", "index"])
+def _stored(reg: Path, pattern: str) -> list[Path]:
+    found = sorted((reg / "targets").glob(pattern))
+    assert found, pattern
+    return found
+
+
+@pytest.mark.parametrize("what", ["layer", "manifest", "attestation", "image-doc", "timestamp", "snapshot"])
 def test_tampering_is_caught(env: dict[str, str], published: tuple[Path, dict[str, Any]], what: str) -> None:
     out = published[1]
     resolve(env, "web@stable")  # fine before
@@ -164,30 +174,99 @@ def test_tampering_is_caught(env: dict[str, str], published: tuple[Path, dict[st
         else:
             layer = json.loads(manifest_path.read_bytes())["layers"][-1]["digest"]
             _flip(layout / "blobs" / "sha256" / layer.removeprefix("sha256:"))
-    elif what == "attestation":
-        _flip(reg / "blobs" / "sha256" / out["attestations"]["provenance"].removeprefix("sha256:"))
-    elif what == "image-doc":
-        index = json.loads((reg / "index.json").read_bytes())
-        payload = json.loads(base64.b64decode(index["payload"]))
-        _flip(reg / "blobs" / "sha256" / payload["images"]["web"].removeprefix("sha256:"))
+    elif what in ("attestation", "image-doc"):
+        pattern = (
+            "attestations/web/1.4.0+1/*.provenance.json" if what == "attestation" else "images/*.web.json"
+        )
+        for stored in _stored(reg, pattern):  # every version of it
+            _flip(stored)
+    elif what == "timestamp":
+        stamp = json.loads((reg / "metadata" / "timestamp.json").read_bytes())
+        stamp["signed"]["expires"] = "2099-01-01T00:00:00Z"
+        (reg / "metadata" / "timestamp.json").write_text(json.dumps(stamp))
     else:
-        index = json.loads((reg / "index.json").read_bytes())
-        payload = json.loads(base64.b64decode(index["payload"]))
-        payload["expires"] = "2099-01-01T00:00:00Z"
-        index["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
-        (reg / "index.json").write_text(json.dumps(index))
-    refused = resolve(env, "web@stable", ok=False)
-    assert refused.exit_code == 1, refused.output
+        newest = max((reg / "metadata").glob("*.snapshot.json"), key=lambda p: int(p.name.split(".")[0]))
+        _flip(newest)
+    # a fresh machine (no cached metadata) refuses it, and so does the one that published
+    # (except for the snapshot: it holds a verified copy of that version and never reads it again)
+    states = [str(reg.parent / "fresh-state")] + ([] if what == "snapshot" else [env["BAKE_STATE_DIR"]])
+    for state in states:
+        refused = resolve({**env, "BAKE_STATE_DIR": state}, "web@stable", ok=False)
+        assert refused.exit_code == 1, refused.output
 
 
-def test_replayed_index_is_refused(env: dict[str, str], baked_web: Outcome) -> None:
+def test_a_replayed_registry_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    """An attacker puts back yesterday's metadata. The client that saw today's refuses it
+    (TUF rollback protection); a fresh runner with no cache only knows what its lock file
+    says, and the lock's metadata versions refuse it there too."""
     reg = _registry_path(env)
-    old = (reg / "index.json").read_bytes()
+    old = tmp_path / "old"
+    shutil.copytree(reg / "metadata", old)
     run(env, "promote", "web@latest", "beta")
-    resolve(env, "web@beta")  # the client has now seen the newer serial
-    (reg / "index.json").write_bytes(old)
-    refused = resolve(env, "web@1.4.0", ok=False)
-    assert refused.exit_code == 1 and "replayed index" in refused.output
+    lock = tmp_path / "bake.lock"
+    run(env, "pin", "web@beta", "--lock", str(lock))
+    shutil.rmtree(reg / "metadata")
+    shutil.copytree(old, reg / "metadata")
+    seen = resolve(env, "web@1.4.0", ok=False)
+    assert seen.exit_code == 1 and "rollback" in seen.output.lower(), seen.output
+    fresh = {**env, "BAKE_STATE_DIR": str(tmp_path / "fresh-runner")}
+    check = run(fresh, "lock", "check", str(lock), "--json", ok=False)
+    assert check.exit_code == 1
+    kinds = {f["kind"] for f in json.loads(check.output)["findings"]}
+    assert "rollback" in kinds, check.output
+    refused = run(fresh, "resolve", "web@1.4.0", "--lock", str(lock), ok=False)
+    assert refused.exit_code == 1 and "older" in refused.output, refused.output
+
+
+def test_a_lock_of_another_registry_is_an_error_not_skipped(env: dict[str, str], tmp_path: Path) -> None:
+    lock = tmp_path / "bake.lock"
+    run(env, "pin", "web@stable", "--lock", str(lock))
+    moved = tmp_path / "moved"
+    shutil.copytree(_registry_path(env), moved)
+    check = run({**env, "BAKE_REGISTRY": f"dir:{moved}"}, "lock", "check", str(lock), "--json", ok=False)
+    assert check.exit_code == 1
+    assert {f["kind"] for f in json.loads(check.output)["findings"]} == {"unchecked"}, check.output
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_reference_tuf_client_reads_the_registry_over_http(
+    env: dict[str, str], published: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A `dir:` registry served by any static web server is a TUF repository: python-tuf's
+    Updater, with its own HTTP fetcher and nothing but the first root, finds and verifies
+    the image document and its attestations."""
+    reg = _registry_path(env)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(reg)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        cache = tmp_path / "tuf-cache"
+        cache.mkdir()
+        updater = Updater(
+            str(cache),
+            f"{base}/metadata/",
+            target_dir=str(cache),
+            target_base_url=f"{base}/targets/",
+            bootstrap=(reg / "metadata" / "1.root.json").read_bytes(),
+        )
+        updater.refresh()
+        info = updater.get_targetinfo("images/web.json")
+        assert info is not None
+        doc = json.loads(Path(updater.download_target(info)).read_bytes())
+        printed = json.loads(resolve(env, "web@stable").output)
+        assert doc["channels"]["stable"]["current"] == printed["version"]
+        assert doc["versions"][printed["version"]]["targets"]["docker"]["digest"] == printed["digest"]
+        provenance = updater.get_targetinfo("attestations/web/1.4.0+1/provenance.json")
+        assert provenance is not None
+        assert "sha256:" + provenance.hashes["sha256"] == published[1]["attestations"]["provenance"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_build_with_registry_skips_when_key_is_published(

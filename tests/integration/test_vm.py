@@ -8,6 +8,7 @@ SIGTERM included.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ from bake.errors import VerifyError
 from bake.infra import packer, process
 from bake.plan import Plan, plan_recipe
 from bake.record import find_good, load
+from bake.registry import client
+from bake.registry.backend import open_registry
 from bake.targets import loop
 from bake.targets.base import BakeContext, BakeOptions, Outcome
 from bake.targets.qemu import Qemu
@@ -360,11 +363,9 @@ def test_bake_build_publishes_the_vm_and_fetch_returns_its_verified_bytes(
     assert "debian-base" in _ok(env, "ls")
     _ok(env, "promote", "web@latest", "stable")
     # the SBOM lists what the booted, verified VM had installed
-    import base64
-
-    sbom = json.loads(
-        (folder / "blobs" / "sha256" / doc["published"]["attestations"]["sbom"][7:]).read_text()
-    )
+    sbom_hex = doc["published"]["attestations"]["sbom"][7:]
+    (sbom_file,) = (folder / "targets" / "attestations" / "web").glob(f"*/{sbom_hex}.sbom.json")
+    sbom = json.loads(sbom_file.read_text())
     statement = json.loads(base64.b64decode(sbom["payload"]))
     names = {c["name"] for c in statement["predicate"]["components"]}
     assert {"nginx-light", "linux-image-amd64", "openssh-server"} <= {n.split(":")[0] for n in names}
@@ -403,6 +404,40 @@ def test_vm_published_to_an_oci_registry_and_fetched(
     tf = _ok(env, "resolve", "web@stable", "-t", "qemu", "--format", "tfvars")
     assert f'image_digest = "{baked_vm_web.record.artifact.digest}"' in tf
     _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
+
+
+def test_a_fresh_runner_builds_a_vm_on_the_published_parent_disk(
+    baked_vm_web: Outcome, vm_state: Path, keys: Path, recipe_dir: Path, tmp_path: Path, ssh_before: set[str]
+) -> None:
+    """A new state folder bakes a changed child of debian-base: the registry's disk, kernel
+    and initrd of debian-base are fetched by digest and built on — no mmdebstrap, no base
+    disk, no Packer run for the parent — and the child's provenance names their digest."""
+    url = f"dir:{tmp_path / 'registry'}"
+    base = baked_vm_web.parents[0]
+    env = _cli_env(vm_state, keys, url)
+    _ok(env, "publish", str(vm_state / "records" / "debian-base" / "qemu" / f"{base.bake_key[7:]}.json"))
+    child = recipe_dir / "vm-child.yaml"
+    child.write_text(
+        "name: vm-child\nversion: 0.1.0\nextends: debian-base\ntargets: {qemu: {}}\n"
+        "steps:\n  - file: {dest: /etc/vm-child, content: built-on-the-published-disk}\n"
+        "verify:\n  - file: {path: /etc/vm-child, contains: built-on-the-published-disk}\n"
+    )
+    fresh = tmp_path / "fresh-runner"
+    build = ("build", str(child), "-t", "qemu", "--offline", "--json")
+    doc = json.loads(_ok(_cli_env(fresh, keys, url), *build))
+    assert doc["ok"] and doc["verify"]["failed"] == 0 and doc["verify"]["passed"] == 5
+    assert doc["parent"]["published"] == "1.0.0+1" and doc["parent"]["digest"] == base.artifact.digest
+    assert not (fresh / "vm-bases").exists() and not (fresh / "records" / "debian-base").exists()
+    assert not (fresh / "bootstrap").exists()
+    (fetched,) = fresh.glob("published/debian-base-*/debian-base.qcow2")
+    assert sha256_file(fetched) == base.artifact.digest
+    pub = doc["published"]
+    snap = client.read(open_registry(url), client.Trust((keys / "ci.pub",), tmp_path / "reader"))
+    assert snap.image("vm-child").versions[pub["version"]].parent == "debian-base@1.0.0+1"
+    envelope = snap.attestation("vm-child", pub["version"], "provenance", pub["attestations"]["provenance"])
+    predicate = json.dumps(json.loads(base64.b64decode(json.loads(envelope)["payload"]))["predicate"])
+    assert str(base.artifact.digest).removeprefix("sha256:") in predicate
+    assert_nothing_left(fresh, ssh_before)
 
 
 def test_drift_of_a_live_vm_against_its_signed_manifest(
