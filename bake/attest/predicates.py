@@ -98,7 +98,7 @@ def resolved_dependencies(
     """Every input of the bake as an in-toto ResourceDescriptor (uri and digest as read)."""
     digests = {k: v for k, v in record.inputs.items() if str(v).startswith("sha256:")}
     digests.update(record.sources)  # a template step's source, as read; the recipe file
-    out = []
+    out: list[dict[str, object]] = []
     for name, digest in sorted(digests.items()):
         uri = input_uri(name, record)
         if uri is not None:
@@ -212,7 +212,10 @@ def image_of(record: BuildRecord, subject: tuple[str, str], tag: str | None = No
     where, digest = subject
     if record.artifact.files:
         return sbom.Image(
-            record.name, record.version, digest, sbom.generic_purl(record.name, record.version, digest),
+            record.name,
+            record.version,
+            digest,
+            sbom.generic_purl(record.name, record.version, digest),
             type="operating-system",
         )
     local = where.startswith(("oci-layout:", "oci:")) or "/" not in where

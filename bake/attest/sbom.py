@@ -96,7 +96,9 @@ DEP5_TO_SPDX: Mapping[str, str] = {
 
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 _MAINTAINER = re.compile(r"^\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]+@[^<>\s]+)>\s*$")
-_RELATION = re.compile(r"^\s*(?P<name>[a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)?\s*(?:\(.*\))?\s*(?:\[.*\])?\s*(?:<.*>)?\s*$")
+_RELATION = re.compile(
+    r"^\s*(?P<name>[a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)?\s*(?:\(.*\))?\s*(?:\[.*\])?\s*(?:<.*>)?\s*$"
+)
 
 
 @dataclass(frozen=True, order=True)

@@ -11,6 +11,7 @@ prints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -262,10 +263,9 @@ def sources(plan: Plan) -> dict[str, str]:
     """Inputs as read, where that differs from the bake key's view of them: the recipe
     file's bytes (``recipe-file:NAME``), a template step's source file (``file:SRC``)."""
     out: dict[str, str] = {}
-    try:
+    # the recipe was read once already; a file gone since is no input to name
+    with contextlib.suppress(OSError):
         out[f"recipe-file:{plan.resolved.path.name}"] = _sha(plan.resolved.path.read_bytes())
-    except OSError:
-        pass  # the recipe was read once already; a file gone since is no input to name
     for f in plan.resolved.files:
         if f.source_digest:
             out[f"file:{f.src}"] = f.source_digest

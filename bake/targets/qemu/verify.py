@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake.attest.sbom import EVIDENCE_SCRIPT, OsEvidence, parse_evidence
 from bake.attest.filemanifest import TIMEOUT, Entry, Streamer, find_command, find_entries, volatile_set
+from bake.attest.sbom import EVIDENCE_SCRIPT, OsEvidence, parse_evidence
 from bake.errors import VerifyError
 from bake.infra import process
 from bake.infra.process import Call, Interrupted, Runner, Spawned
