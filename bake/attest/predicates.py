@@ -57,12 +57,17 @@ def _q(text: str, safe: str = "/") -> str:
     return quote(text, safe=safe)
 
 
+def recipe_uri(name: str, version: str) -> str:
+    """``bake:recipe/NAME@VERSION``: the resolved recipe (provenance, image annotations)."""
+    return f"bake:recipe/{_q(name)}@{_q(version)}"
+
+
 def input_uri(name: str, record: BuildRecord) -> str | None:
     """The URI of the bake input *name* (a key of a record's inputs or sources); None for
     an input named otherwise (the parent, by its published digest)."""
     kind, _, rest = name.partition(":")
     if name == "recipe":
-        return f"bake:recipe/{_q(record.name)}@{_q(record.version)}"
+        return recipe_uri(record.name, record.version)
     if name == "packer":
         return f"pkg:generic/packer@{_q(record.packer_version, safe='')}"
     if name == "format":
