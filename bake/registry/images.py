@@ -322,13 +322,19 @@ def pull_to_docker(
     name: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> str:
-    """Copy ``ref`` (``HOST/REPO@sha256:…`` or ``oci-layout://DIR@sha256:…``) into the engine
+    """Copy ``ref`` (``HOST/REPO@sha256:…``, ``oci-layout://DIR@sha256:…`` or ``oci:DIR:TAG``) into the engine
     as ``name`` (default :func:`local_name`); returns the image ID it got there."""
     if ref.startswith(LAYOUT_SCHEME):
         layout, digest = parse_layout_ref(ref)
         _layout_manifest(layout, digest)  # layers and config are checked by skopeo as it reads
         tag = layout_tag((layout / "index.json").read_bytes(), digest, layout)
         target = name or local_name((layout, digest))
+        argv = copy_argv(f"oci:{layout}:{tag}", f"docker-daemon:{target}", dest_daemon_host=docker_host)
+        runner(Call(argv=argv))
+    elif ref.startswith("oci:"):  # oci:DIR:TAG, as `bake resolve` prints for a dir: registry
+        layout_text, _, tag = ref.removeprefix("oci:").rpartition(":")
+        layout = Path(layout_text)
+        target = name or f"{PULLED_LAYOUT_REPO}:{_check_tag(tag)}"
         argv = copy_argv(f"oci:{layout}:{tag}", f"docker-daemon:{target}", dest_daemon_host=docker_host)
         runner(Call(argv=argv))
     else:
