@@ -12,6 +12,12 @@ converting rewrites the config: after a pull its image ID is ``config_digest``, 
 baked ID. Writers of one layout must take turns (the registry lock): skopeo rewrites the
 layout's ``index.json`` in place.
 
+Both take a ``source`` instead of the engine's image: the OCI layout the docker target's
+normalize wrote (``oci:DIR:TAG``), which holds the same config (so the same image ID)
+and a manifest with the image's annotations, which an engine does not keep. Into a layout
+it is copied byte for byte (``--preserve-digests``: the published digest is the
+reproducible one); to a registry as an OCI manifest with compressed layers.
+
 argv is built by pure functions; skopeo runs through the process gateway. Credentials
 (``BAKE_REGISTRY_USER``/``BAKE_REGISTRY_PASSWORD``) reach skopeo in a private auth file,
 never on a command line.
