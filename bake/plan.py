@@ -20,7 +20,8 @@ from bake.infra.packer import PackerInfo
 from bake.recipe.load import Resolved, resolve, resolve_targets
 from bake.recipe.models import Bootstrap
 
-FORMAT = "bake.plan/v1"
+# v2: container images carry OCI annotations and a default PATH, and no /packer-files
+FORMAT = "bake.plan/v2"
 
 
 @dataclass(frozen=True)

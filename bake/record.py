@@ -39,6 +39,11 @@ class BuildRecord:
     timings: Mapping[str, float] = field(default_factory=dict)
     verify: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # added later in bake.record/v1 (absent from older records, which still load):
+    started: str | None = None  # when the bake began (RFC 3339); `created` is when it ended
+    invocation_id: str | None = None  # unique per bake run
+    sources: Mapping[str, str] = field(default_factory=dict)  # input -> digest of the file as read
+    byproducts: Mapping[str, str] = field(default_factory=dict)  # what the bake rendered -> digest
 
     @property
     def good(self) -> bool:
@@ -61,6 +66,10 @@ class BuildRecord:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "verify": dict(self.verify),
             "error": self.error,
+            "started": self.started,
+            "invocation_id": self.invocation_id,
+            "sources": dict(self.sources),
+            "byproducts": dict(self.byproducts),
         }
 
     @classmethod
@@ -84,6 +93,10 @@ class BuildRecord:
                 timings=dict(doc.get("timings") or {}),
                 verify=dict(doc.get("verify") or {}),
                 error=doc.get("error"),
+                started=doc.get("started"),
+                invocation_id=doc.get("invocation_id"),
+                sources=dict(doc.get("sources") or {}),
+                byproducts=dict(doc.get("byproducts") or {}),
             )
         except KeyError as exc:
             raise BakeError(f"{origin}: build record lacks field {exc}") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bake import targets
 from bake.app.session import RegistryAccess, Session, Writer
@@ -40,6 +40,7 @@ class PublishResult:
     digest: str
     attestations: Mapping[str, str]
     registry: str
+    attached: Mapping[str, str] = field(default_factory=dict)  # where standard tools find them
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -50,6 +51,7 @@ class PublishResult:
             "digest": self.digest,
             "attestations": dict(self.attestations),
             "registry": self.registry,
+            "attached": dict(self.attached),
         }
 
 
@@ -147,6 +149,7 @@ def publish_record(
     snapshot = current(writer)
     parent_spec: str | None = None
     parent_digest: str | None = None
+    parent_ref: str | None = None
     if record.parent and record.parent.get("bake_key"):
         pkey, pname = str(record.parent["bake_key"]), str(record.parent["name"])
         hit = find_by_key(snapshot.get(pname), pkey) if snapshot is not None else None
@@ -164,6 +167,7 @@ def publish_record(
         parent_spec = f"{pname}@{hit[0]}"
         out = hit[1].targets.get(record.target)
         parent_digest = out.digest if out is not None else None
+        parent_ref = out.ref if out is not None else None
 
     target_session: TargetSession = session_for(record.target)
     stored = target_session.copy_to(record.artifact, registry, record.name, image_tag(record))
@@ -175,6 +179,8 @@ def publish_record(
         evidence=target_session.evidence(record.artifact),
         parent_digest=parent_digest,
         now=stamp,
+        parent_ref=parent_ref,
+        tag=image_tag(record),
     )
     blobs = {kind: sha256_bytes(data) for kind, data in envelopes.items()}
     release = Release(
@@ -195,6 +201,11 @@ def publish_record(
         parent=parent_spec,
     )
     published = client.publish(registry, writer.trust, writer.signers, release, envelopes, now=now)
+    # also where cosign and OCI 1.1 referrers find them, beside an image pinned by digest,
+    # once the registry's metadata names them (a failed publish attaches nothing)
+    attached: Mapping[str, str] = {}
+    if published.created and stored.ref is not None and stored.ref.endswith(f"@{stored.digest}"):
+        attached = registry.attach_attestations(stored.ref, envelopes, stamp)
     return PublishResult(
         name=record.name,
         version=published.version,
@@ -203,4 +214,5 @@ def publish_record(
         digest=stored.digest,
         attestations=blobs,
         registry=registry.url,
+        attached=attached,
     )

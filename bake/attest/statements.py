@@ -86,9 +86,13 @@ def open_statement(
     return stmt
 
 
-def _digest_set(d: str) -> dict[str, str]:
+def digest_set(d: str) -> dict[str, str]:
+    """``sha256:<hex>`` as an in-toto DigestSet: ``{"sha256": "<hex>"}``."""
     algo, hexdigest = split_digest(d)
     return {algo: hexdigest}
+
+
+_digest_set = digest_set
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -108,39 +112,55 @@ def _no_constants(name: str) -> object:
 # --- predicates --------------------------------------------------------------------------
 
 
+Descriptor = tuple[str, str] | Mapping[str, object]
+
+
+def _descriptor(item: Descriptor, key: str) -> dict[str, object]:
+    """An in-toto ResourceDescriptor: a ``(KEY, "sha256:<hex>")`` pair (KEY is ``uri`` or
+    ``name``), or a ready descriptor."""
+    if isinstance(item, tuple):
+        value, d = item
+        return {key: value, "digest": _digest_set(d)}
+    return dict(item)
+
+
 def slsa_provenance(
     *,
     build_type: str,
     external_parameters: Mapping[str, object],
-    resolved_dependencies: Sequence[tuple[str, str]],
+    resolved_dependencies: Sequence[Descriptor],
     builder_id: str,
     invocation_id: str,
     started: str,
     finished: str,
     packer_version: str,
+    internal_parameters: Mapping[str, object] | None = None,
+    byproducts: Sequence[Descriptor] = (),
 ) -> dict[str, object]:
     """A SLSA provenance v1 predicate (``SLSA_PROVENANCE``) for one bake build.
 
-    *resolved_dependencies* are ``(uri, "sha256:<hex>")`` pairs; *started* and *finished*
-    are RFC 3339 timestamps.
+    *resolved_dependencies* are ``(uri, "sha256:<hex>")`` pairs or ResourceDescriptors,
+    *byproducts* ``(name, "sha256:<hex>")`` pairs or ResourceDescriptors; *started* and
+    *finished* are RFC 3339 timestamps.
     """
+    run: dict[str, object] = {
+        "builder": {"id": builder_id},
+        "metadata": {
+            "invocationId": invocation_id,
+            "startedOn": started,
+            "finishedOn": finished,
+        },
+    }
+    if byproducts:
+        run["byproducts"] = [_descriptor(b, "name") for b in byproducts]
     return {
         "buildDefinition": {
             "buildType": build_type,
             "externalParameters": dict(external_parameters),
-            "internalParameters": {"packer_version": packer_version},
-            "resolvedDependencies": [
-                {"uri": uri, "digest": _digest_set(d)} for uri, d in resolved_dependencies
-            ],
+            "internalParameters": {"packer_version": packer_version, **(internal_parameters or {})},
+            "resolvedDependencies": [_descriptor(d, "uri") for d in resolved_dependencies],
         },
-        "runDetails": {
-            "builder": {"id": builder_id},
-            "metadata": {
-                "invocationId": invocation_id,
-                "startedOn": started,
-                "finishedOn": finished,
-            },
-        },
+        "runDetails": run,
     }
 
 
@@ -152,11 +172,12 @@ def test_result(
     result: str,
     passed: Sequence[str],
     failed: Sequence[str],
-    configuration: Sequence[tuple[str, str]],
+    configuration: Sequence[Descriptor],
 ) -> dict[str, object]:
     """An in-toto test-result v0.1 predicate (``TEST_RESULT``).
 
-    *configuration* lists what the tests ran with, as ``(name, "sha256:<hex>")`` pairs.
+    *configuration* lists what the tests ran with, as ``(name, "sha256:<hex>")`` pairs or
+    ResourceDescriptors.
     """
     if result not in TEST_RESULTS:
         raise BakeError(f"test result must be one of {', '.join(TEST_RESULTS)}, not {result!r}")
@@ -164,7 +185,7 @@ def test_result(
         raise BakeError(f"test result is PASSED but {len(failed)} test(s) failed")
     return {
         "result": result,
-        "configuration": [{"name": name, "digest": _digest_set(d)} for name, d in configuration],
+        "configuration": [_descriptor(c, "name") for c in configuration],
         "passedTests": list(passed),
         "warnedTests": [],
         "failedTests": list(failed),

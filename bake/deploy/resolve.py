@@ -49,6 +49,17 @@ class Resolution:
     serial: int = 0  # the snapshot version it was resolved against
     versions: Mapping[str, object] = field(default_factory=dict)  # root, timestamp, snapshot
     files: Mapping[str, str] = field(default_factory=dict)  # role -> digest (a VM's disk, kernel, …)
+    # for a `dir:` registry's image (set by bake.deploy.verified.localize): the OCI layout by
+    # digest, oci-layout://DIR@sha256:… (`ref` is then oci:DIR:TAG, which skopeo reads)
+    layout_ref: str | None = None
+
+    @property
+    def transport_ref(self) -> str | None:
+        """The ref with its containers-transports(5) prefix, as skopeo and podman take it:
+        ``docker://HOST/REPO@sha256:…`` or ``oci:DIR:TAG``."""
+        if self.ref is None or self.ref.startswith(("oci:", "oci-layout:", "docker://")):
+            return self.ref
+        return f"docker://{self.ref}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +78,8 @@ class Resolution:
             "serial": self.serial,
             "metadata": dict(self.versions),
             **({"files": dict(self.files)} if self.files else {}),
+            "transport_ref": self.transport_ref,
+            **({"layout_ref": self.layout_ref} if self.layout_ref else {}),
         }
 
 

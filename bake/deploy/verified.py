@@ -30,6 +30,7 @@ from bake.deploy.resolve import Resolution
 from bake.errors import TrustError
 from bake.infra.fsutil import write_cache
 from bake.registry.client import Snapshot
+from bake.registry.images import layout_tag, parse_layout_ref
 from bake.registry.model import LAYOUT_SCHEME, absolute_ref
 
 # Large attestations that resolve only hash-checks (their hash is in signed metadata) unless
@@ -160,14 +161,25 @@ def default_cache(environ: Mapping[str, str] | None = None) -> HashCache:
 
 def localize(res: Resolution, registry_url: str) -> Resolution:
     """A `dir:` registry stores layout refs relative to its root (so the folder can be
-    copied or moved); deployers get them absolute."""
+    copied or moved); deployers get a reference skopeo, podman and buildah accept,
+    ``oci:/ABS/DIR:TAG`` (the layout's tag of this version's digest, which stays in
+    ``digest``), and the layout by digest in ``layout_ref`` (``oci-layout:///ABS/DIR@…``)."""
     ref = absolute_ref(res.ref, registry_url)
-    return res if ref == res.ref else dataclasses.replace(res, ref=ref)
+    if ref and ref.startswith(LAYOUT_SCHEME):
+        layout, digest = parse_layout_ref(ref)
+        try:
+            index = (layout / "index.json").read_bytes()
+        except OSError as e:
+            raise TrustError(f"cannot read {layout}/index.json: {e.strerror or e}") from e
+        tag = layout_tag(index, digest, layout)
+        return dataclasses.replace(res, ref=f"oci:{layout}:{tag}", layout_ref=ref)
+    return res
 
 
 def check_artifact(res: Resolution, cache: HashCache | None = None) -> None:
-    if res.ref and res.ref.startswith(LAYOUT_SCHEME):
-        check_layout_image(res.ref, cache or default_cache())
+    layout_ref = res.layout_ref or (res.ref if res.ref and res.ref.startswith(LAYOUT_SCHEME) else None)
+    if layout_ref:
+        check_layout_image(layout_ref, cache or default_cache())
     if res.files and res.registry.startswith("dir:"):
         # a VM image's files are blobs of the dir: registry itself (bake/registry/disks.py)
         cache = cache or default_cache()

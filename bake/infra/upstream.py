@@ -4,6 +4,11 @@ A nightly bake should rebuild exactly when the packages it installs changed upst
 a Debian mirror that state is summed up by the suite's InRelease file (it lists the digest
 of every package index), so its sha256 — one small request per suite — goes into the bake
 key of the base recipe, and through the parent keys into every descendant.
+
+The input is named after the suite, ``upstream:MIRROR/dists/SUITE``, and then holds the
+digest of ``…/InRelease``; a mirror without an InRelease file is hashed by its
+``Release``, and the input is then named ``upstream:MIRROR/dists/SUITE/Release``, so that
+the name always says which file the digest is of (:func:`hashed_url`).
 """
 
 from __future__ import annotations
@@ -29,8 +34,15 @@ def http_fetch(url: str) -> bytes:
         return data
 
 
-def input_name(mirror: str, suite: str) -> str:
-    return f"upstream:{mirror.rstrip('/')}/dists/{suite}"
+def input_name(mirror: str, suite: str, leaf: str = "InRelease") -> str:
+    name = f"upstream:{mirror.rstrip('/')}/dists/{suite}"
+    return name if leaf == "InRelease" else f"{name}/{leaf}"
+
+
+def hashed_url(name: str) -> str:
+    """The URL of the file whose digest the upstream input *name* holds."""
+    url = name.removeprefix("upstream:")
+    return url if url.endswith("/Release") else f"{url}/InRelease"
 
 
 @dataclass
@@ -39,23 +51,24 @@ class Upstream:
 
     fetch: Fetch = http_fetch
     mirror_for: Callable[[str], str] = field(default=lambda suite: pick_mirror(host_sources(), suite))
-    cache: dict[str, str] = field(default_factory=dict)
+    cache: dict[str, tuple[str, str]] = field(default_factory=dict)  # suite URL -> (leaf, digest)
 
     def __call__(self, spec: Bootstrap) -> dict[str, str]:
         mirror = (spec.mirror or self.mirror_for(spec.suite)).rstrip("/")
         if not mirror.startswith(("http://", "https://")):
             return {}
-        name = input_name(mirror, spec.suite)
-        if name not in self.cache:
-            self.cache[name] = self._digest(mirror, spec.suite)
-        return {name: self.cache[name]}
+        key = f"{mirror}/dists/{spec.suite}"
+        if key not in self.cache:
+            self.cache[key] = self._digest(mirror, spec.suite)
+        leaf, digest = self.cache[key]
+        return {input_name(mirror, spec.suite, leaf): digest}
 
-    def _digest(self, mirror: str, suite: str) -> str:
+    def _digest(self, mirror: str, suite: str) -> tuple[str, str]:
         errors = []
         for leaf in ("InRelease", "Release"):
             url = f"{mirror}/dists/{suite}/{leaf}"
             try:
-                return "sha256:" + hashlib.sha256(self.fetch(url)).hexdigest()
+                return leaf, "sha256:" + hashlib.sha256(self.fetch(url)).hexdigest()
             except (urllib.error.URLError, OSError) as exc:
                 errors.append(f"{url}: {exc}")
         raise BakeError(

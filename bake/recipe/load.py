@@ -43,7 +43,8 @@ class FileInput:
     step: int
     src: str
     content: bytes
-    digest: str
+    digest: str  # of the content shipped (a template's rendered output)
+    source_digest: str = ""  # of the file as read, where that differs (a template's source)
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,7 @@ def _file_inputs(doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[
     folder = doc.path.parent
     for i, step in steps:
         module = step.module
+        source_digest = ""
         if module in ("copy", "template"):
             spec = step.copy_ if module == "copy" else step.template
             assert spec is not None
@@ -294,7 +296,9 @@ def _file_inputs(doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[
             if module == "copy":
                 content = _read_bytes(path, where)
             else:
-                text = read_small(path, where).decode("utf-8", errors="strict")
+                raw = read_small(path, where)
+                source_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+                text = raw.decode("utf-8", errors="strict")
                 content = render_string(text, context, Where(_file_source(path), ())).encode()
         elif module == "ansible":
             assert step.ansible is not None
@@ -312,7 +316,8 @@ def _file_inputs(doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[
             if step.ansible
             else ""
         )
-        out.append(FileInput(i, src, content, "sha256:" + hashlib.sha256(content).hexdigest()))
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        out.append(FileInput(i, src, content, digest, source_digest if module == "template" else ""))
     return out
 
 

@@ -14,7 +14,7 @@ compare-and-swap for publishers on many machines) and the image bytes in an OCI 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
@@ -69,9 +69,26 @@ class Registry(Protocol):
     # artifact bytes: content-addressed, written before any metadata names them
 
     def store_image(
-        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+        self,
+        runner: Runner,
+        docker_host: str,
+        image_id: str,
+        name: str,
+        tag: str,
+        *,
+        source: str | None = None,
     ) -> PushedImage:
-        """Copy a Docker engine's image (by ID) in as ``name:tag``; its ref pins the digest."""
+        """Copy a Docker engine's image (by ID) in as ``name:tag``; its ref pins the digest.
+        *source*: the same image as an OCI layout (``oci:PATH:TAG``), copied instead where
+        given (it keeps the manifest's annotations, which an engine does not)."""
+        ...
+
+    def attach_attestations(
+        self, image_ref: str, envelopes: Mapping[str, bytes], created: str
+    ) -> Mapping[str, str]:
+        """Attach signed attestations to a stored image where standard tools look for them
+        (cosign's ``.att`` tag, OCI 1.1 referrers); what was written, by kind. Backends
+        with no such place return an empty mapping."""
         ...
 
     def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:

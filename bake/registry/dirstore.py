@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,7 +142,14 @@ class DirRegistry:
             os.close(fd)
 
     def store_image(
-        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+        self,
+        runner: Runner,
+        docker_host: str,
+        image_id: str,
+        name: str,
+        tag: str,
+        *,
+        source: str | None = None,
     ) -> PushedImage:
         """An OCI image layout per image name, ``PATH/oci/NAME``; the ref is stored relative
         to the registry root (``oci-layout:oci/NAME@…``), so the folder can be moved."""
@@ -154,8 +161,17 @@ class DirRegistry:
         # skopeo rewrites the layout's index.json in place: one writer per layout at a time
         with (layout.parent / f".{name}.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            pushed = images.export_docker_image_to_layout(runner, docker_host, image_id, layout, tag)
+            pushed = images.export_docker_image_to_layout(
+                runner, docker_host, image_id, layout, tag, source=source
+            )
         return replace(pushed, ref=f"{RELATIVE_LAYOUT}oci/{name}@{pushed.digest}")
+
+    def attach_attestations(
+        self, image_ref: str, envelopes: Mapping[str, bytes], created: str
+    ) -> Mapping[str, str]:
+        """Nothing: an OCI layout has no tags for cosign or referrers to look in that
+        this registry's own index does not already cover."""
+        return {}
 
     def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
         """Blobs under ``PATH/blobs/sha256``: their digests find them."""

@@ -12,6 +12,12 @@ converting rewrites the config: after a pull its image ID is ``config_digest``, 
 baked ID. Writers of one layout must take turns (the registry lock): skopeo rewrites the
 layout's ``index.json`` in place.
 
+Both take a ``source`` instead of the engine's image: the OCI layout the docker target's
+normalize wrote (``oci:DIR:TAG``), which holds the same config (so the same image ID)
+and a manifest with the image's annotations, which an engine does not keep. Into a layout
+it is copied byte for byte (``--preserve-digests``: the published digest is the
+reproducible one); to a registry as an OCI manifest with compressed layers.
+
 argv is built by pure functions; skopeo runs through the process gateway. Credentials
 (``BAKE_REGISTRY_USER``/``BAKE_REGISTRY_PASSWORD``) reach skopeo in a private auth file,
 never on a command line.
@@ -119,8 +125,11 @@ def copy_argv(
     dest_insecure: bool = False,
     digestfile: Path | None = None,
     authfile: Path | None = None,
+    preserve_digests: bool = False,
 ) -> tuple[str, ...]:
     argv = ["skopeo", "copy", "--quiet"]
+    if preserve_digests:  # an OCI layout into an OCI layout, byte for byte (same digest)
+        argv += ["--preserve-digests", "--dest-oci-accept-uncompressed-layers"]
     if src_daemon_host:
         argv += ["--src-daemon-host", src_daemon_host]
     if dest_daemon_host:
@@ -144,12 +153,13 @@ def push_argv(
     *,
     digestfile: Path,
     authfile: Path | None = None,
+    source: str | None = None,
 ) -> tuple[str, ...]:
     location = parse_repo(dest_repo)
     return copy_argv(
-        f"docker-daemon:{image_id}",
+        source or f"docker-daemon:{image_id}",
         f"docker://{location.host}/{location.prefix}:{_check_tag(tag)}",
-        src_daemon_host=docker_host,
+        src_daemon_host=None if source else docker_host,
         dest_insecure=location.insecure,
         digestfile=digestfile,
         authfile=authfile,
@@ -157,13 +167,20 @@ def push_argv(
 
 
 def layout_argv(
-    docker_host: str, image_id: str, layout_dir: Path, tag: str, *, digestfile: Path
+    docker_host: str,
+    image_id: str,
+    layout_dir: Path,
+    tag: str,
+    *,
+    digestfile: Path,
+    source: str | None = None,
 ) -> tuple[str, ...]:
     return copy_argv(
-        f"docker-daemon:{image_id}",
+        source or f"docker-daemon:{image_id}",
         f"oci:{os.fspath(layout_dir)}:{_check_tag(tag)}",
-        src_daemon_host=docker_host,
+        src_daemon_host=None if source else docker_host,
         digestfile=digestfile,
+        preserve_digests=bool(source and source.startswith("oci:")),
     )
 
 
@@ -258,11 +275,16 @@ def push_docker_image(
     tag: str,
     *,
     environ: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> PushedImage:
-    """Copy the engine's image ``image_id`` to ``dest_repo:tag``; pin it by digest."""
+    """Copy the engine's image ``image_id`` to ``dest_repo:tag``; pin it by digest.
+    *source* (``oci:LAYOUT:TAG``, the same image as written by normalize, annotations
+    and all) is copied instead of the engine's image where given."""
     location = parse_repo(dest_repo)
     with _scratch(location.host, environ) as (digestfile, authfile):
-        argv = push_argv(docker_host, image_id, dest_repo, tag, digestfile=digestfile, authfile=authfile)
+        argv = push_argv(
+            docker_host, image_id, dest_repo, tag, digestfile=digestfile, authfile=authfile, source=source
+        )
         runner(Call(argv=argv))
         digest = _read_digest(digestfile, argv)
         ref = RegistryRef(location, digest)
@@ -272,13 +294,14 @@ def push_docker_image(
 
 
 def export_docker_image_to_layout(
-    runner: Runner, docker_host: str, image_id: str, layout_dir: Path, tag: str
+    runner: Runner, docker_host: str, image_id: str, layout_dir: Path, tag: str, *, source: str | None = None
 ) -> PushedImage:
-    """Copy the engine's image ``image_id`` into the OCI layout ``layout_dir`` as ``tag``."""
+    """Copy the engine's image ``image_id`` into the OCI layout ``layout_dir`` as ``tag``;
+    *source* (``oci:LAYOUT:TAG``) instead where given, byte for byte: the same digest."""
     layout = layout_dir.resolve()
     layout.parent.mkdir(parents=True, exist_ok=True)
     with _scratch(None, None) as (digestfile, _):
-        argv = layout_argv(docker_host, image_id, layout, tag, digestfile=digestfile)
+        argv = layout_argv(docker_host, image_id, layout, tag, digestfile=digestfile, source=source)
         runner(Call(argv=argv))
         digest = _read_digest(digestfile, argv)
     manifest = _layout_manifest(layout, digest)
@@ -305,13 +328,19 @@ def pull_to_docker(
     name: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> str:
-    """Copy ``ref`` (``HOST/REPO@sha256:…`` or ``oci-layout://DIR@sha256:…``) into the engine
+    """Copy ``ref`` (``HOST/REPO@sha256:…``, ``oci-layout://DIR@sha256:…`` or ``oci:DIR:TAG``) into the engine
     as ``name`` (default :func:`local_name`); returns the image ID it got there."""
     if ref.startswith(LAYOUT_SCHEME):
         layout, digest = parse_layout_ref(ref)
         _layout_manifest(layout, digest)  # layers and config are checked by skopeo as it reads
         tag = layout_tag((layout / "index.json").read_bytes(), digest, layout)
         target = name or local_name((layout, digest))
+        argv = copy_argv(f"oci:{layout}:{tag}", f"docker-daemon:{target}", dest_daemon_host=docker_host)
+        runner(Call(argv=argv))
+    elif ref.startswith("oci:"):  # oci:DIR:TAG, as `bake resolve` prints for a dir: registry
+        layout_text, _, tag = ref.removeprefix("oci:").rpartition(":")
+        layout = Path(layout_text)
+        target = name or f"{PULLED_LAYOUT_REPO}:{_check_tag(tag)}"
         argv = copy_argv(f"oci:{layout}:{tag}", f"docker-daemon:{target}", dest_daemon_host=docker_host)
         runner(Call(argv=argv))
     else:

@@ -727,12 +727,34 @@ class OciRegistry:
             os.close(fd)
 
     def store_image(
-        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+        self,
+        runner: Runner,
+        docker_host: str,
+        image_id: str,
+        name: str,
+        tag: str,
+        *,
+        source: str | None = None,
     ) -> PushedImage:
         """Pushed by digest to ``HOST/PREFIX/NAME:TAG``."""
         from bake.registry import images
 
-        return images.push_docker_image(runner, docker_host, image_id, self._image_repo(name), tag)
+        return images.push_docker_image(
+            runner, docker_host, image_id, self._image_repo(name), tag, source=source
+        )
+
+    def attach_attestations(
+        self, image_ref: str, envelopes: Mapping[str, bytes], created: str
+    ) -> Mapping[str, str]:
+        """cosign's ``sha256-<hex>.att`` and OCI 1.1 referrers (:mod:`bake.registry.referrers`)
+        in the image's repository; *image_ref* is ``HOST/REPO@sha256:…`` in this registry."""
+        from bake.registry import referrers
+        from bake.registry.images import RegistryRef
+
+        ref = RegistryRef.parse(image_ref)
+        if ref.location.host != self.location.host:
+            raise RegistryError(f"{image_ref} is not in {self.url}")
+        return referrers.attach(self.client, ref.repository, ref.digest, envelopes, created)
 
     def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
         """One OCI artifact in ``HOST/PREFIX/NAME`` whose layers are the files."""

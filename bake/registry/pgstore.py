@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -393,9 +393,21 @@ class PgRegistry:
         return self._images
 
     def store_image(
-        self, runner: Runner, docker_host: str, image_id: str, name: str, tag: str
+        self,
+        runner: Runner,
+        docker_host: str,
+        image_id: str,
+        name: str,
+        tag: str,
+        *,
+        source: str | None = None,
     ) -> PushedImage:
-        return self._oci().store_image(runner, docker_host, image_id, name, tag)
+        return self._oci().store_image(runner, docker_host, image_id, name, tag, source=source)
+
+    def attach_attestations(
+        self, image_ref: str, envelopes: Mapping[str, bytes], created: str
+    ) -> Mapping[str, str]:
+        return self._oci().attach_attestations(image_ref, envelopes, created)
 
     def store_files(self, files: Sequence[DiskFile], name: str, tag: str) -> str | None:
         return self._oci().store_files(files, name, tag)

@@ -95,6 +95,9 @@ class Evidence:
 
     packages: str | None = None  # the dpkg status database (SBOM)
     files: Mapping[str, object] | None = None  # the file-manifest predicate (drift)
+    # machine-readable /usr/share/doc/PKG/copyright files by package (SBOM licences)
+    copyrights: Mapping[str, str] | None = None
+    os_release: str | None = None  # /etc/os-release (the SBOM's `distro` qualifier)
 
 
 # --------------------------------------------------------------------------- one bake

@@ -13,14 +13,17 @@ prints.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from bake.compile.template import compile_plan, write_tree
+from bake.compile.template import Rendered, compile_plan, write_tree
 from bake.errors import BakeError, ToolError, VerifyError
 from bake.infra import packer
 from bake.infra.process import Call, Interrupted
@@ -80,19 +83,22 @@ def bake(
             return Outcome(cached, record_path(ctx.state, plan.name, plan.target, plan.key), cached=True)
     parent, parents = _parent(target, session, ctx, plan, opts)
     started = time.monotonic()  # a parent's bake has its own record and total
+    run = Run(started, _stamp(ctx), str(uuid.uuid4()))
     base = session.base(plan, parent, opts)
     timings: dict[str, float] = dict(base.timings)
     work = work_dir(ctx.state, plan)
+    rendered = compile_plan(plan)
+    run = replace(run, byproducts=byproducts(plan, rendered))
     t0 = time.monotonic()
     with session.packer_inputs(plan, base, work) as inputs:
-        events = run_packer(ctx, plan, inputs, work)
+        events = run_packer(ctx, plan, inputs, work, rendered)
         timings["packer"] = time.monotonic() - t0
         built = session.built(plan, events, work, opts)
     timings.update(built.timings)
 
     def failed(report: VerifyReport | None, error: str) -> Path:
         session.discard(plan, built)
-        rec = make_record(ctx, plan, "failed", built.artifact, base, timings, started, report, error)
+        rec = make_record(ctx, plan, "failed", built.artifact, base, timings, run, report, error)
         return save(ctx.state, rec)
 
     report: VerifyReport | None = None
@@ -111,7 +117,7 @@ def bake(
         if not report.ok:
             raise verify_failure(plan, report, failed(report, "verify failed"))
     artifact = session.keep(plan, built, verification)
-    rec = make_record(ctx, plan, "good", artifact, base, timings, started, report, None)
+    rec = make_record(ctx, plan, "good", artifact, base, timings, run, report, None)
     path = save(ctx.state, rec)
     ctx.reporter.note(f"{plan.name} {plan.version}: good ({(artifact.digest or artifact.id)[:19]})")
     return Outcome(rec, path, cached=False, parents=parents)
@@ -139,11 +145,11 @@ def verify_only(session: TargetSession, plan: Plan, ref: str) -> VerifyReport:
 
 
 def run_packer(
-    ctx: BakeContext, plan: Plan, inputs: PackerInputs, work: Path
+    ctx: BakeContext, plan: Plan, inputs: PackerInputs, work: Path, rendered: Rendered | None = None
 ) -> list[tuple[float, packer.Event]]:
     """Render the template into ``work`` and run ``packer build``; the events it printed,
     each with when it arrived."""
-    template = write_tree(compile_plan(plan), work / "template")
+    template = write_tree(rendered or compile_plan(plan), work / "template")
     env, sensitive = secret_env(plan, ctx.environ)
     tmp = Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -237,6 +243,48 @@ def verify_doc(plan: Plan, report: Mapping[str, Any]) -> dict[str, Any]:
     return {**report, "checks": checks}
 
 
+@dataclass(frozen=True)
+class Run:
+    """One bake run, for its record and provenance: when it began (monotonic, and as a
+    time of day), its own id, and what it rendered."""
+
+    monotonic: float
+    started: str
+    invocation_id: str
+    byproducts: Mapping[str, str] = field(default_factory=dict)
+
+
+def _stamp(ctx: BakeContext) -> str:
+    return ctx.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def byproducts(plan: Plan, rendered: Rendered) -> dict[str, str]:
+    """What a bake renders, by digest: the Packer template and step scripts
+    (``packer:NAME``), and each template step's output (``rendered:SRC``)."""
+    out = {f"packer:{name}": _sha(content) for name, content in sorted(rendered.files.items())}
+    for f in plan.resolved.files:
+        if f.source_digest:
+            out[f"rendered:{f.src}"] = f.digest
+    return out
+
+
+def sources(plan: Plan) -> dict[str, str]:
+    """Inputs as read, where that differs from the bake key's view of them: the recipe
+    file's bytes (``recipe-file:NAME``), a template step's source file (``file:SRC``)."""
+    out: dict[str, str] = {}
+    # the recipe was read once already; a file gone since is no input to name
+    with contextlib.suppress(OSError):
+        out[f"recipe-file:{plan.resolved.path.name}"] = _sha(plan.resolved.path.read_bytes())
+    for f in plan.resolved.files:
+        if f.source_digest:
+            out[f"file:{f.src}"] = f.source_digest
+    return out
+
+
 def make_record(
     ctx: BakeContext,
     plan: Plan,
@@ -244,12 +292,12 @@ def make_record(
     artifact: Artifact,
     base: Base,
     timings: Mapping[str, float],
-    started: float,
+    run: Run,
     report: VerifyReport | None,
     error: str | None,
 ) -> BuildRecord:
     total = dict(timings)
-    total["total"] = time.monotonic() - started
+    total["total"] = time.monotonic() - run.monotonic
     verify = report.to_json() if report else {"ok": None, "skipped": error is None}
     return BuildRecord(
         status=status,
@@ -259,13 +307,17 @@ def make_record(
         bake_key=plan.key,
         recipe_path=str(plan.resolved.path),
         packer_version=plan.packer.text,
-        created=ctx.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=_stamp(ctx),
         inputs=dict(plan.inputs),
         artifact=artifact,
         parent=dict(base.record) if base.record else None,
         timings=total,
         verify=verify_doc(plan, verify),
         error=error,
+        started=run.started,
+        invocation_id=run.invocation_id,
+        sources=sources(plan),
+        byproducts=dict(run.byproducts),
     )
 
 

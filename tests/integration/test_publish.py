@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -106,7 +107,17 @@ def test_publish_resolve_pull_run(
     ls = json.loads(run(env, "ls", "--json").output)
     assert {i["name"] for i in ls["images"]} == {"debian-base", "web"}  # the parent came first
     res = json.loads(resolve(env, "web@stable").output)
-    assert res["version"] == "1.4.0+1" and res["ref"].endswith(res["digest"])
+    assert res["version"] == "1.4.0+1" and res["layout_ref"].endswith(res["digest"])
+    # the ref is one skopeo (and podman, buildah) accepts as it is: oci:DIR:TAG
+    assert res["ref"].startswith("oci:/") and res["ref"] == res["transport_ref"]
+    inspected = subprocess.run(["skopeo", "inspect", res["ref"]], capture_output=True, text=True, check=True)
+    assert json.loads(inspected.stdout)["Digest"] == res["digest"]
+    # copied from the normalized layout: the published digest is the reproducible one
+    assert res["digest"] == baked_web.record.artifact.digest
+    raw = json.loads(
+        subprocess.run(["skopeo", "inspect", "--raw", res["ref"]], capture_output=True, check=True).stdout
+    )
+    assert raw["annotations"]["org.opencontainers.image.revision"] == baked_web.record.bake_key
     # a deployer loads the image by digest into an engine and runs it
     image = images.pull_to_docker(context.runner, context.engine.host, res["ref"], name="deploy/web:pinned")
     conf = context.runner(

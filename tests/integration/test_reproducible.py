@@ -7,7 +7,9 @@ is skipped: it does not change the image, and these bakes are the slow part of t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +51,15 @@ def cold_bake(engine: docker.Engine, info: PackerInfo, state: Path) -> dict[str,
     }
 
 
+def layout_documents(oci: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and manifest of the image in an OCI layout."""
+    index = json.loads((oci / "index.json").read_bytes())
+    blobs = oci / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+    return config, manifest
+
+
 def layout(state: Path, name: str, short_key: str) -> Path:
     return state / "work" / f"{name}-docker-{short_key}" / "reproducible" / "oci"
 
@@ -65,6 +76,22 @@ def test_two_cold_bakes_give_the_same_digests(
         assert reproducible.diff_layers(Path(first[f"{name} layout"]), Path(second[f"{name} layout"])) == []
         assert first[f"{name} digest"] == second[f"{name} digest"], name
         assert first[name] == second[name], name  # the same image ID in the engine too
+    # clean images: no builder leftovers, a PATH, the annotations on the manifest
+    for name in ("debian-base", "web"):
+        config, manifest = layout_documents(Path(bakes[0][f"{name} layout"]))
+        assert any(e.startswith("PATH=") for e in config["config"]["Env"]), name
+        notes = manifest["annotations"]
+        for key in ("created", "version", "revision", "source"):
+            assert notes[f"org.opencontainers.image.{key}"], (name, key)
+        listing = process.run(
+            engine.call("run", "--rm", "--network", "none", "--entrypoint", "ls", bakes[0][name], "-a", "/")
+        ).stdout.split()
+        assert "packer-files" not in listing, name
+    _, web_manifest = layout_documents(Path(bakes[0]["web layout"]))
+    assert (
+        web_manifest["annotations"]["org.opencontainers.image.base.digest"] == bakes[0]["debian-base digest"]
+    )
+    assert web_manifest["annotations"]["org.opencontainers.image.base.name"] == "bake/debian-base:1.0.0"
     # the normalized web image still works: nginx finds its config, logs and user
     check = engine.call("run", "--rm", "--network", "none", "--entrypoint", "nginx", bakes[0]["web"], "-t")
     assert "test is successful" in process.run(check).stderr

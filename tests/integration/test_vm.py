@@ -370,6 +370,14 @@ def test_bake_build_publishes_the_vm_and_fetch_returns_its_verified_bytes(
     names = {c["name"] for c in statement["predicate"]["components"]}
     assert {"nginx-light", "linux-image-amd64", "openssh-server"} <= {n.split(":")[0] for n in names}
     assert [s["name"] for s in statement["subject"]] == ["web.disk", "web.kernel", "web.initrd"]
+    # read in the verified VM too: its distro, machine-readable copyright files, the disk itself
+    bom = statement["predicate"]
+    assert all("distro=debian-12" in c["purl"] for c in bom["components"])
+    assert sum(1 for c in bom["components"] if c.get("licenses")) > len(bom["components"]) // 2
+    top = bom["metadata"]["component"]
+    assert top["type"] == "operating-system" and top["purl"].startswith(
+        "pkg:generic/web@1.4.0?checksum=sha256:"
+    )
 
     got = _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
     assert "-kernel" in str(got["boot"])

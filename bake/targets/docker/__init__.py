@@ -106,6 +106,7 @@ class Docker:
             "tags": list(meta.get("tags") or ()),
             "volatile": list(meta.get("volatile") or ()),
             "reproducible_digest": artifact.digest,
+            **({"layout": meta["layout"]} if meta.get("layout") else {}),
         }
 
     def artifact_from_json(self, doc: Mapping[str, Any]) -> Artifact:
@@ -117,6 +118,7 @@ class Docker:
                 "repository": doc.get("repository"),
                 "tags": tuple(doc.get("tags") or ()),
                 "volatile": tuple(doc.get("volatile") or ()),
+                **({"layout": str(doc["layout"])} if doc.get("layout") else {}),
             },
         )
 

@@ -17,7 +17,14 @@ whose config holds only what the recipe declared, and loads that into the engine
   bind-mounts are kept, empty; shadow's last-change days become the epoch's day; and a
   .pyc records its source's clamped mtime (else Python finds it stale and recompiles);
 - the layer is stored uncompressed: gzip output depends on the zlib build, so the digest
-  would depend on the machine; uncompressed, it depends on the files alone.
+  would depend on the machine; uncompressed, it depends on the files alone;
+- what the builder left is dropped: Packer's docker builder mounts its upload folder at
+  /packer-files, and the commit keeps the empty mount point;
+- the config gets the default PATH when the image had none (an image imported from a
+  root filesystem has no Env), so `docker run IMAGE CMD` finds CMD as it would elsewhere;
+- the manifest carries the `org.opencontainers.image.*` annotations the caller gives
+  (:func:`image_annotations`: created, version, revision, source, base.name, base.digest), all
+  derived from the bake's inputs, so they keep the digest reproducible.
 
 The export is read once in tarfile's stream mode; file contents are spilled to one
 temporary file beside the layout, never held in memory, and copied back in sorted order.
@@ -62,6 +69,7 @@ DROPPED: tuple[str, ...] = (
     "/var/cache/ldconfig/aux-cache",  # holds the times of the libraries
     "/var/cache/debconf/*-old",  # debconf's backups of its databases
     "/var/lib/dbus/machine-id",  # random per machine
+    "/packer-files",  # Packer's docker builder mounts its uploads here; the commit keeps the mount point
 )
 # Emptied: their files go, their folders stay (programs expect /run/lock; apt rebuilds
 # its caches and lists; the lock files it makes again).
@@ -102,6 +110,9 @@ CONFIG_FIELDS = (
     "WorkingDir",
 )
 HISTORY_NOTE = "bake: the baked filesystem, exported and normalized (reproducible)"
+# what `docker run` uses when an image sets no PATH (Docker's own default)
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ANNOTATION = "org.opencontainers.image."
 LABEL = "io.bake.reproducible"
 
 CHUNK = 1 << 20
@@ -458,6 +469,9 @@ def image_config(inspect: Mapping[str, Any], diff_id: str, epoch: int) -> bytes:
     created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     source = inspect.get("Config") or {}
     config = {k: source[k] for k in CONFIG_FIELDS if source.get(k) not in (None, "", [], {})}
+    env = list(config.get("Env") or [])
+    if not any(isinstance(e, str) and e.startswith("PATH=") for e in env):
+        config["Env"] = [DEFAULT_PATH, *env]
     doc: dict[str, Any] = {
         "architecture": inspect.get("Architecture") or "amd64",
         "os": inspect.get("Os") or "linux",
@@ -475,15 +489,42 @@ def _descriptor(media_type: str, blob: bytes) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": sha256_bytes(blob), "size": len(blob)}
 
 
-def image_manifest(config: bytes, layer: Layer) -> bytes:
-    return canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": _descriptor(OCI_CONFIG, config),
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer.digest, "size": layer.size}],
-        }
-    )
+def image_manifest(config: bytes, layer: Layer, annotations: Mapping[str, str] | None = None) -> bytes:
+    doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": _descriptor(OCI_CONFIG, config),
+        "layers": [{"mediaType": OCI_LAYER, "digest": layer.digest, "size": layer.size}],
+    }
+    if annotations:
+        doc["annotations"] = dict(sorted(annotations.items()))
+    return canonical_json(doc)
+
+
+def image_annotations(
+    *,
+    epoch: int,
+    version: str,
+    revision: str,
+    source: str,
+    base_name: str | None = None,
+    base_digest: str | None = None,
+) -> dict[str, str]:
+    """The image's `org.opencontainers.image.*` annotations, from the bake's inputs only:
+    ``created`` is the epoch (as the config's), ``revision`` the bake key (the digest of
+    every input), ``source`` the recipe's URI; ``base.*`` the image built on, where known."""
+    out = {
+        "created": datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "version": version,
+        "revision": revision,
+        "source": source,
+    }
+    if base_name:
+        out["base.name"] = base_name
+    if base_digest:
+        split_digest(base_digest)
+        out["base.digest"] = base_digest
+    return {ANNOTATION + k: v for k, v in out.items()}
 
 
 def image_index(manifest: bytes, tag: str) -> bytes:
@@ -511,9 +552,11 @@ def normalize(
     tag: str,
     work: Path,
     streamer: Streamer = process.stream,
+    manifest_annotations: Mapping[str, str] | None = None,
 ) -> Normalized:
     """Rewrite *image_id* deterministically into the OCI layout ``work/oci`` and load it
-    into the engine as ``repository:tag``. *volatile* adds glob patterns to DROPPED."""
+    into the engine as ``repository:tag``. *volatile* adds glob patterns to DROPPED;
+    *manifest_annotations* go on the manifest (see :func:`image_annotations`)."""
     _check_tag(tag)
     Rules.of(epoch, volatile)  # a bad pattern fails before any work
     inspect = docker.inspect_image(runner, engine, image_id)
@@ -526,7 +569,7 @@ def normalize(
         blobs.mkdir(parents=True)
         layer = _export_layer(runner, engine, image_id, building, epoch, volatile, streamer)
         config = image_config(inspect, layer.digest, epoch)
-        manifest = image_manifest(config, layer)
+        manifest = image_manifest(config, layer, manifest_annotations)
         for blob in (config, manifest):
             _write(blobs / split_digest(sha256_bytes(blob))[1], blob)
         _write(building / "oci-layout", OCI_LAYOUT)

@@ -15,12 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bake.attest.digest import is_digest, sha256_bytes
 from bake.attest.filemanifest import manifest_predicate, volatile_set
+from bake.attest.predicates import recipe_uri
 from bake.errors import BakeError, ToolError, TrustError
 from bake.infra import packer
 from bake.plan import Plan, upstream_pins
 from bake.registry import images
 from bake.registry.backend import Registry
+from bake.registry.images import layout_tag
 from bake.targets.base import (
     Artifact,
     BakeContext,
@@ -38,7 +41,7 @@ from bake.targets.docker import KIND, config, image_repository
 from bake.targets.docker import engine as docker
 from bake.targets.docker import normalize as reproducible
 from bake.targets.docker.engine import Engine
-from bake.targets.docker.evidence import collect_image_manifest, dpkg_status
+from bake.targets.docker.evidence import collect_image_manifest, dpkg_status, os_evidence
 from bake.targets.docker.rootfs import ensure_docker_rootfs
 from bake.targets.docker.verify import verify_container_image
 
@@ -46,12 +49,31 @@ from bake.targets.docker.verify import verify_container_image
 @dataclass(frozen=True)
 class DockerBase(Base):
     image: str = ""  # the image ID to build on
+    name: str | None = None  # what deployers call it (org.opencontainers.image.base.name)
+    digest: str | None = None  # its manifest digest (base.digest), where it has one
 
 
 @dataclass(frozen=True)
 class DockerBuilt(Built):
     key_tag: str = ""  # Packer's tag, removed if the image is not kept
     own_entrypoint: bool = False  # run the image as a deployer would, or keep it alive
+
+
+def layout_source(artifact: Artifact) -> str | None:
+    """``oci:LAYOUT:TAG`` of the layout normalize wrote, when it still holds the artifact's
+    manifest: copied from there, the image keeps its annotations (an engine drops them)
+    and, into an OCI layout, its very digest. None: copy the engine's image instead."""
+    layout = artifact.meta.get("layout")
+    if not layout or not artifact.digest:
+        return None
+    path = Path(str(layout))
+    try:
+        index = (path / "index.json").read_bytes()
+        tag = layout_tag(index, artifact.digest, path)
+        manifest = (path / "blobs" / "sha256" / artifact.digest.removeprefix("sha256:")).read_bytes()
+    except (OSError, BakeError):
+        return None
+    return f"oci:{path}:{tag}" if sha256_bytes(manifest) == artifact.digest else None
 
 
 def _mine(built: Built) -> DockerBuilt:
@@ -64,6 +86,7 @@ class DockerSession:
     def __init__(self, ctx: BakeContext, engine: Engine) -> None:
         self.ctx = ctx
         self.engine = engine
+        self._bases: dict[str, DockerBase] = {}  # by bake key, for this run's bakes
 
     # --- before Packer ------------------------------------------------------------------
 
@@ -112,13 +135,20 @@ class DockerSession:
                 record["digest"] = parent.digest
             if "published" in parent.meta:
                 record["published"] = str(parent.meta["published"])
-            return DockerBase(record=record, image=parent.id)
+            name = f"{image_repository(plan.parent.name)}:{plan.parent.version}"
+            return DockerBase(record=record, image=parent.id, name=name, digest=parent.digest)
         base = plan.resolved.recipe.base
         if base is None or (base.bootstrap is None and base.image is None):
             raise BakeError(f"{plan.name}: no base to build on", "give `base:` or `extends:`")
         if base.bootstrap is None:
             assert base.image is not None
-            return DockerBase(record={"name": base.image, "image_id": base.image}, image=base.image)
+            ref, _, pinned = base.image.rpartition("@")
+            return DockerBase(
+                record={"name": base.image, "image_id": base.image},
+                image=base.image,
+                name=ref or None,
+                digest=pinned if is_digest(pinned) else None,
+            )
         self.ctx.reporter.phase(f"{plan.name}: bootstrap", f"debian {base.bootstrap.suite} with mmdebstrap")
         t0 = time.monotonic()
         image, ref, built = ensure_docker_rootfs(
@@ -140,6 +170,7 @@ class DockerSession:
     @contextmanager
     def packer_inputs(self, plan: Plan, base: Base, work: Path) -> Iterator[PackerInputs]:
         assert isinstance(base, DockerBase)
+        self._bases[plan.key] = base  # its name and digest annotate the image
         yield PackerInputs(variables={"base_image": base.image}, env=self.engine.env)
 
     # --- after Packer -------------------------------------------------------------------
@@ -156,8 +187,9 @@ class DockerSession:
             t0 = time.monotonic()
             image_id, digest = self._normalize(plan, image_id, work)
             timings["normalize"] = time.monotonic() - t0
+        layout = str(work / "reproducible" / "oci") if digest else None
         return DockerBuilt(
-            artifact=self._artifact(plan, image_id, digest, tags=()),
+            artifact=self._artifact(plan, image_id, digest, tags=(), layout=layout),
             timings=timings,
             key_tag=key_tag,
             own_entrypoint=bool(config(plan).entrypoint),
@@ -166,11 +198,22 @@ class DockerSession:
     def _normalize(self, plan: Plan, raw_image: str, work: Path) -> tuple[str, str]:
         """Replace Packer's commit with a deterministic image: same inputs, same digest."""
         self.ctx.reporter.phase("normalize", "sorted entries, clamped times, volatile files dropped")
+        epoch = reproducible.epoch_from_key(plan.key)
+        base = self._bases.get(plan.key)
+        annotations = reproducible.image_annotations(
+            epoch=epoch,
+            version=plan.version,
+            revision=plan.key,
+            source=recipe_uri(plan.name, plan.version),
+            base_name=base.name if base else None,
+            base_digest=base.digest if base else None,
+        )
         out = reproducible.normalize(
             self.ctx.runner,
             self.engine,
             raw_image,
-            epoch=reproducible.epoch_from_key(plan.key),
+            epoch=epoch,
+            manifest_annotations=annotations,
             # the recipe's `volatile:` paths may change at run time (drift ignores them); they
             # are part of the image all the same, so they are not dropped here
             repository=image_repository(plan.name),
@@ -181,17 +224,17 @@ class DockerSession:
             self.ctx.runner(self.engine.call("rmi", "--no-prune", raw_image, check=False))
         return out.image_id, out.manifest_digest
 
-    def _artifact(self, plan: Plan, image_id: str, digest: str | None, tags: Sequence[str]) -> Artifact:
-        return Artifact(
-            kind=KIND,
-            id=image_id,
-            digest=digest,
-            meta={
-                "repository": image_repository(plan.name),
-                "tags": tuple(tags),
-                "volatile": tuple(plan.resolved.recipe.volatile),
-            },
-        )
+    def _artifact(
+        self, plan: Plan, image_id: str, digest: str | None, tags: Sequence[str], layout: str | None = None
+    ) -> Artifact:
+        meta: dict[str, object] = {
+            "repository": image_repository(plan.name),
+            "tags": tuple(tags),
+            "volatile": tuple(plan.resolved.recipe.volatile),
+        }
+        if layout:
+            meta["layout"] = layout  # the OCI layout normalize wrote: the image with its annotations
+        return Artifact(kind=KIND, id=image_id, digest=digest, meta=meta)
 
     def adopt(self, plan: Plan, ref: str) -> Built:
         info = docker.inspect_image(self.ctx.runner, self.engine, ref)
@@ -222,7 +265,8 @@ class DockerSession:
         version_tag = f"{image_repository(plan.name)}:{plan.version}"
         docker.tag(self.ctx.runner, self.engine, mine.artifact.id, version_tag)
         tags = (plan.version, f"key-{plan.short_key}")
-        return self._artifact(plan, mine.artifact.id, mine.artifact.digest, tags)
+        layout = mine.artifact.meta.get("layout")
+        return self._artifact(plan, mine.artifact.id, mine.artifact.digest, tags, layout)
 
     def discard(self, plan: Plan, built: Built) -> None:
         # the key tag must not make a later bake of the same key look reusable
@@ -235,10 +279,19 @@ class DockerSession:
         volatile = list(artifact.meta.get("volatile") or ())
         entries = collect_image_manifest(runner, eng, artifact.id, volatile)
         files = manifest_predicate(entries, sorted(volatile_set(volatile)))
-        return Evidence(packages=dpkg_status(runner, eng, artifact.id), files=files)
+        found = os_evidence(runner, eng, artifact.id)
+        return Evidence(
+            packages=dpkg_status(runner, eng, artifact.id),
+            files=files,
+            copyrights=found.copyrights,
+            os_release=found.os_release,
+        )
 
     def copy_to(self, artifact: Artifact, registry: Registry, name: str, tag: str) -> Stored:
-        pushed = registry.store_image(self.ctx.runner, self.engine.host, artifact.id, name, tag)
+        source = layout_source(artifact)
+        pushed = registry.store_image(
+            self.ctx.runner, self.engine.host, artifact.id, name, tag, source=source
+        )
         return Stored(
             digest=pushed.digest,
             subjects=((pushed.ref.split("@", 1)[0], pushed.digest),),

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 KIND = "qcow2"
 ROLES = ("disk", "kernel", "initrd")  # what boots a VM image (direct kernel boot)
-EVIDENCE = ("dpkg_status", "file_manifest")  # files kept beside the disk, from the verified VM
+# files kept beside the disk, from the verified VM
+EVIDENCE = ("dpkg_status", "file_manifest", "os_release", "copyrights")
 
 
 def config(plan: Plan) -> QemuConfig:

@@ -51,6 +51,8 @@ from bake.targets.qemu.verify import VM_VOLATILE, verify_vm_disk
 
 DPKG_STATUS_FILE = "dpkg-status"  # beside the disk: what the verified instance had installed
 FILE_MANIFEST_FILE = "files.json"  # beside the disk: the verified instance's file manifest
+OS_RELEASE_FILE = "os-release"  # beside the disk: the verified instance's /etc/os-release
+COPYRIGHTS_FILE = "copyrights.json"  # beside the disk: its machine-readable copyright files
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,14 @@ class QemuSession:
             "verify_boot": verified.boot_seconds,
             "verify_manifest": verified.manifest_seconds,
         }
-        return Verification(verified.report, timings, Evidence(packages=verified.dpkg_status, files=files))
+        found = verified.os
+        evidence = Evidence(
+            packages=verified.dpkg_status,
+            files=files,
+            copyrights=found.copyrights if found else None,
+            os_release=found.os_release if found else None,
+        )
+        return Verification(verified.report, timings, evidence)
 
     def keep(self, plan: Plan, built: Built, verification: Verification | None) -> Artifact:
         """Write the evidence beside the disk and move the folder to the image folder
@@ -306,6 +315,12 @@ class QemuSession:
         if evidence is not None and evidence.files is not None:
             (mine.output / FILE_MANIFEST_FILE).write_bytes(canonical_json(evidence.files))
             meta["file_manifest"] = str(dest / FILE_MANIFEST_FILE)
+        if evidence is not None and evidence.os_release is not None:
+            (mine.output / OS_RELEASE_FILE).write_text(evidence.os_release, encoding="utf-8")
+            meta["os_release"] = str(dest / OS_RELEASE_FILE)
+        if evidence is not None and evidence.copyrights is not None:
+            (mine.output / COPYRIGHTS_FILE).write_bytes(canonical_json(dict(evidence.copyrights)))
+            meta["copyrights"] = str(dest / COPYRIGHTS_FILE)
         replace_dir(mine.output, dest)
         files = {
             role: ArtifactFile(dest / f.path.name, f.digest, f.size)
@@ -324,9 +339,13 @@ class QemuSession:
         """What the verified VM showed, kept beside the disk."""
         status = artifact.meta.get("dpkg_status")
         taken = artifact.meta.get("file_manifest")
+        os_release = artifact.meta.get("os_release")
+        copyrights = artifact.meta.get("copyrights")
         return Evidence(
             packages=Path(status).read_text(encoding="utf-8") if status else None,
             files=json.loads(Path(taken).read_bytes()) if taken else None,
+            copyrights=json.loads(Path(copyrights).read_bytes()) if copyrights else None,
+            os_release=Path(os_release).read_text(encoding="utf-8") if os_release else None,
         )
 
     def copy_to(self, artifact: Artifact, registry: Registry, name: str, tag: str) -> Stored:

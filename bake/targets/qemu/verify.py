@@ -12,6 +12,7 @@ socket are deleted.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import socket
 import tempfile
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bake.attest.filemanifest import TIMEOUT, Entry, Streamer, find_command, find_entries, volatile_set
+from bake.attest.sbom import EVIDENCE_SCRIPT, OsEvidence, parse_evidence
 from bake.errors import VerifyError
 from bake.infra import process
 from bake.infra.process import Call, Interrupted, Runner, Spawned
@@ -210,6 +212,7 @@ class VmVerification:
     boot_seconds: float  # QEMU start → SSH answers and systemd has finished booting
     system_state: str
     dpkg_status: str | None = None  # /var/lib/dpkg/status of the verified instance
+    os: OsEvidence | None = None  # its /etc/os-release and machine-readable copyright files
     files: tuple[Entry, ...] | None = None  # its file manifest, taken before the checks ran
     manifest_seconds: float = 0.0
 
@@ -253,6 +256,9 @@ def verify_vm_disk(
         # that was verified: the final disk itself is never mounted)
         status = runner(Call(argv=vm.ssh_argv(booted.config, *DPKG_STATUS), check=False, timeout=120))
         dpkg = status.stdout if status.returncode == 0 and status.stdout.strip() else None
+        script = vm.ssh_argv(booted.config, "sh -c " + shlex.quote(EVIDENCE_SCRIPT))
+        found = runner(Call(argv=script, check=False, timeout=300))
+        os_found = parse_evidence(found.stdout) if found.returncode == 0 else None
     ok = not checks or (bool(results) and all(r.outcome in ("passed", "skipped") for r in results))
     report = VerifyReport(
         ok=ok,
@@ -262,4 +268,6 @@ def verify_vm_disk(
         method=METHOD,
         seconds=time.monotonic() - start,
     )
-    return VmVerification(report, booted.boot_seconds, booted.system_state, dpkg, entries, manifest_seconds)
+    return VmVerification(
+        report, booted.boot_seconds, booted.system_state, dpkg, os_found, entries, manifest_seconds
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,44 @@ def test_unknown_format(res: Resolution) -> None:
     with pytest.raises(BakeError, match="unknown output format 'tfvar'") as info:
         deploy.format_resolution(res, "tfvar")
     assert info.value.hint == "did you mean 'tfvars'?"
+
+
+# --------------------------------------------------------------------------- refs to paste
+
+
+def test_transport_ref_for_skopeo(res: Resolution) -> None:
+    assert res.to_json()["transport_ref"] == f"docker://r.example/web@{d('b')}"
+    assert res.to_json()["ref"] == f"r.example/web@{d('b')}"  # as docker, podman and k8s take it
+
+
+def test_a_dir_registry_ref_becomes_oci_dir_tag(res: Resolution, tmp_path: Path) -> None:
+    import dataclasses
+
+    from bake.deploy.verified import localize
+
+    layout = tmp_path / "oci" / "web"
+    layout.mkdir(parents=True)
+    digest = d("b")
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": 1,
+                "annotations": {"org.opencontainers.image.ref.name": "1.4.0-abcdef012345"},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    stored = dataclasses.replace(res, ref=f"oci-layout:oci/web@{digest}")
+    got = localize(stored, f"dir:{tmp_path}")
+    assert got.ref == f"oci:{layout}:1.4.0-abcdef012345"
+    assert got.digest == digest  # in its own field
+    assert got.layout_ref == f"oci-layout://{layout}@{digest}"
+    assert got.to_json()["transport_ref"] == got.ref
+    assert f'image_ref = "oci:{layout}:1.4.0-abcdef012345"' in deploy.format_resolution(got, "tfvars")
+    # a layout whose tag no longer names the digest is refused
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": []}))
+    with pytest.raises(RegistryError, match="has no tagged image"):
+        localize(stored, f"dir:{tmp_path}")

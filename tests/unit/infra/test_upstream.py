@@ -6,7 +6,7 @@ import pytest
 
 from bake.errors import BakeError
 from bake.infra.packer import PackerInfo
-from bake.infra.upstream import Upstream
+from bake.infra.upstream import Upstream, hashed_url
 from bake.plan import plan_recipe, upstream_pins
 from bake.recipe.models import Bootstrap
 from tests.conftest import RECIPES
@@ -42,7 +42,14 @@ def test_falls_back_to_release_then_fails_clearly() -> None:
         return b"plain Release"
 
     up = Upstream(fetch=fetch, mirror_for=lambda suite: "http://m.invalid/debian")
-    assert next(iter(up(Bootstrap()).values())).startswith("sha256:")
+    (name, digest), *_ = up(Bootstrap()).items()
+    assert digest.startswith("sha256:")
+    # the name says which file was hashed: provenance names it by its URL
+    assert name == "upstream:http://m.invalid/debian/dists/bookworm/Release"
+    assert hashed_url(name) == "http://m.invalid/debian/dists/bookworm/Release"
+    assert hashed_url("upstream:http://m.invalid/debian/dists/bookworm") == (
+        "http://m.invalid/debian/dists/bookworm/InRelease"
+    )
 
     def down(url: str) -> bytes:
         raise urllib.error.URLError("unreachable")

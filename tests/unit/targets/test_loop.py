@@ -4,6 +4,7 @@ fake_target.py, registered with one line): bake, verify, record, reuse, fail, pu
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from bake.attest.keys import write_keypair
 from bake.errors import VerifyError
 from bake.infra.packer import PackerInfo
 from bake.plan import Plan, plan_recipe
-from bake.record import find_good, load
+from bake.record import BuildRecord, find_good, load
 from bake.registry import client
 from bake.registry.backend import open_registry
 from bake.targets import loop
@@ -80,6 +81,31 @@ def test_a_plugged_in_target_is_baked_verified_and_recorded(tmp_path: Path) -> N
     (packer_call,) = [c for c in tools.calls if c.argv[:2] == ("packer", "build")]
     template = Path(packer_call.argv[-1]).read_text()
     assert 'source "null" "note"' in template and "greeting" in template
+    # for provenance: when it began, its own id, what it read and rendered
+    assert rec.started is not None and rec.started <= rec.created
+    assert rec.invocation_id and len(rec.invocation_id) == 36
+    assert set(rec.sources) == {"recipe-file:note.yaml"}
+    packer_file = Path(packer_call.argv[-1]).name
+    assert (
+        rec.byproducts[f"packer:{packer_file}"] == "sha256:" + hashlib.sha256(template.encode()).hexdigest()
+    )
+
+
+def test_every_bake_has_its_own_invocation_id(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path)
+    first = bake(tmp_path / "a", plan, FakeTools()).record
+    second = bake(tmp_path / "b", plan, FakeTools()).record
+    assert first.bake_key == second.bake_key and first.invocation_id != second.invocation_id
+
+
+def test_a_record_from_before_runs_had_ids_still_loads(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path)
+    out = bake(tmp_path / "state", plan, FakeTools())
+    doc = out.record.to_json()
+    for added in ("started", "invocation_id", "sources", "byproducts"):
+        del doc[added]
+    old = BuildRecord.from_json(doc)
+    assert old.started is None and old.invocation_id is None and old.sources == {} and old.byproducts == {}
 
 
 def test_a_good_bake_whose_artifact_is_there_is_reused(tmp_path: Path) -> None:

@@ -542,3 +542,71 @@ def test_a_pyc_records_the_clamped_mtime_of_its_source() -> None:
 )
 def test_pyc_source(path: str, source: str | None) -> None:
     assert rp.pyc_source(path) == source
+
+
+# --- clean images: no builder leftovers, a PATH, annotations ------------------------------
+
+
+def test_an_image_without_path_gets_the_default_one_first() -> None:
+    diff_id = "sha256:" + "3" * 64
+    bare = {**INSPECT, "Config": {**INSPECT["Config"], "Env": ["LANG=C.UTF-8"]}}
+    env = json.loads(rp.image_config(bare, diff_id, EPOCH))["config"]["Env"]
+    assert env == [rp.DEFAULT_PATH, "LANG=C.UTF-8"]
+    imported = {**INSPECT, "Config": {"Env": None}}  # `docker import`: no Env at all
+    assert json.loads(rp.image_config(imported, diff_id, EPOCH))["config"]["Env"] == [rp.DEFAULT_PATH]
+    # an image's own PATH is kept as it is
+    own = json.loads(rp.image_config(INSPECT, diff_id, EPOCH))["config"]["Env"]
+    assert own == ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"]
+
+
+def test_packer_files_mount_point_is_dropped() -> None:
+    rules = rp.Rules.of(EPOCH)
+    assert rules.drops("/packer-files", is_dir=True)
+    assert rules.drops("/packer-files/x.sh", is_dir=False)
+    assert not rules.drops("/srv/packer-files", is_dir=True)
+
+
+def test_annotations_come_from_the_inputs_and_go_on_the_manifest() -> None:
+    parent = "sha256:" + "5" * 64
+    notes = rp.image_annotations(
+        epoch=EPOCH,
+        version="1.4.0",
+        revision="sha256:" + "6" * 64,
+        source="bake:recipe/web@1.4.0",
+        base_name="bake/debian-base:1.0.0",
+        base_digest=parent,
+    )
+    assert notes == {
+        "org.opencontainers.image.created": "2020-01-01T00:00:00Z",
+        "org.opencontainers.image.version": "1.4.0",
+        "org.opencontainers.image.revision": "sha256:" + "6" * 64,
+        "org.opencontainers.image.source": "bake:recipe/web@1.4.0",
+        "org.opencontainers.image.base.name": "bake/debian-base:1.0.0",
+        "org.opencontainers.image.base.digest": parent,
+    }
+    root = rp.image_annotations(epoch=EPOCH, version="1.0.0", revision="r", source="s")  # bootstrapped
+    assert not any(k.endswith((".base.name", ".base.digest")) for k in root)
+    layer = rp.Layer("sha256:" + "4" * 64, 1024, (), ())
+    manifest = json.loads(rp.image_manifest(b"{}", layer, notes))
+    assert manifest["annotations"] == notes
+    assert rp.image_manifest(b"{}", layer, notes) == rp.image_manifest(
+        b"{}", layer, dict(reversed(notes.items()))
+    )
+
+
+def test_normalize_annotates_the_manifest_it_writes(tmp_path: Path) -> None:
+    notes = rp.image_annotations(epoch=EPOCH, version="1.4.0", revision="r", source="s")
+    got = rp.normalize(
+        FakeEngine(tar_bytes(*ROOTFS, member("packer-files", tarfile.DIRTYPE, mode=0o755))).run,
+        ENGINE,
+        "sha256:" + "1" * 64,
+        epoch=EPOCH,
+        repository="bake-repro/web",
+        tag="a",
+        work=tmp_path,
+        streamer=FakeEngine(tar_bytes(*ROOTFS, member("packer-files", tarfile.DIRTYPE, mode=0o755))).stream,
+        manifest_annotations=notes,
+    )
+    manifest = json.loads((got.layout / "blobs" / "sha256" / got.manifest_digest[7:]).read_bytes())
+    assert manifest["annotations"] == notes
+    assert "/packer-files" in got.dropped

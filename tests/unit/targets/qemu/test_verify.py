@@ -6,7 +6,9 @@ whatever happened, and pytest is pointed at the VM through the generated ssh_con
 
 from __future__ import annotations
 
+import base64
 import re
+import shlex
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bake.attest.sbom import EVIDENCE_SCRIPT
 from bake.errors import VerifyError
 from bake.infra import process
 from bake.infra.process import Call, Result, Spawned
@@ -84,6 +87,9 @@ class FakeVm:
             return Result(argv, 0, "running\n", "", 0.1)
         elif argv[0] == "ssh" and argv[-2:] == vmverify.DPKG_STATUS:
             return Result(argv, 0, "Package: nginx-light\nStatus: install ok installed\n", "", 0.1)
+        elif argv[0] == "ssh" and argv[-1] == "sh -c " + shlex.quote(EVIDENCE_SCRIPT):
+            release = base64.b64encode(b"ID=debian\nVERSION_ID=12\n").decode()
+            return Result(argv, 0, f"os-release {release}\n", "", 0.1)
         elif argv[0] == "ssh" and "poweroff" in argv:
             self.spawned[-1].stop(timeout=5)  # the guest powers off: QEMU exits
         elif argv[1:3] == ("-m", "pytest"):
@@ -132,6 +138,7 @@ def test_verify_boots_an_overlay_runs_testinfra_over_ssh_and_leaves_nothing(
     assert [r.outcome for r in out.report.results] == ["passed", "passed"]
     assert out.system_state == "running" and "system running" in out.report.instance
     assert out.dpkg_status is not None and "Package: nginx-light" in out.dpkg_status  # for the SBOM
+    assert out.os is not None and out.os.os_release == "ID=debian\nVERSION_ID=12\n"  # its distro
     # the overlay is backed by the final disk, and the VM booted the overlay, not the disk
     overlay_call = next(c for c in fake.calls if c.argv[0] == "qemu-img")
     overlay = tmp_path / "v" / "vm" / "overlay.qcow2"
