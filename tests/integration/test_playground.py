@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -60,7 +60,7 @@ class Served:
     requests: list[str]
 
 
-def serve(address: str, folder: Path) -> Iterator[Served]:
+def serve(address: str, folder: Path) -> Generator[Served, None, None]:
     """A local HTTP server over ``folder`` on ``address`` (stopped after)."""
     seen: list[str] = []
 
