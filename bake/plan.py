@@ -100,6 +100,16 @@ def recipe_document(resolved: Resolved) -> dict[str, Any]:
 Upstream = Callable[[Bootstrap], Mapping[str, str]]
 
 
+def ansible_version() -> str:
+    """The ansible-core that runs plays (bake's own dependency)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ansible-core {version('ansible-core')}"
+    except PackageNotFoundError:
+        return "ansible-core not installed"
+
+
 def make_plan(
     resolved: Resolved,
     packer: PackerInfo,
@@ -116,6 +126,8 @@ def make_plan(
         inputs[f"template:{name}"] = digest
     for f in resolved.files:
         inputs[f.input_name] = f.digest
+    if any(s.ansible for _, s in resolved.steps):
+        inputs["ansible-core"] = _sha(ansible_version().encode())  # it runs the play
     if parent is not None:
         inputs[f"parent:{parent.name}"] = parent.key
     base = resolved.recipe.base

@@ -125,7 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         (home / "ansible.cfg").write_text("", encoding="utf-8")
         roles = [folder / p for p in config["roles_path"]]
         os.environ.update(ansible_environment(home, roles))
-        from ansible.cli.playbook import PlaybookCLI  # after the environment: it is read at import
+        try:
+            from ansible.cli.playbook import PlaybookCLI  # after the environment: it is read at import
+        except ImportError as exc:
+            print(
+                f"bake: ansible-core is not installed in bake's Python ({sys.executable}): {exc}; "
+                "install bake with its dependencies (pip install -e .)",
+                file=sys.stderr,
+            )
+            return 127
 
         try:
             PlaybookCLI.cli_executor([*playbook_argv(config, folder), "--extra-vars", json.dumps(extra)])

@@ -87,6 +87,7 @@ def test_every_file_of_the_play_is_an_input_and_a_role_edit_changes_the_key(tmp_
     (p1,) = plan_recipe(path, PackerInfo((1, 6, 6)), targets=["docker"])
     assert {"file:play/site.yml", "file:play/roles/r/tasks/main.yml"} <= set(p1.inputs)
     assert "file:play/.hidden" not in p1.inputs
+    assert "ansible-core" in p1.inputs  # the version that runs the play
     task.write_text("- ansible.builtin.debug: {msg: two}\n")
     (p2,) = plan_recipe(path, PackerInfo((1, 6, 6)), targets=["docker"])
     assert p1.key != p2.key
