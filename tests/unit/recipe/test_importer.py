@@ -12,7 +12,8 @@ import yaml
 from bake.app.importer import ImportRequest, import_ansible
 from bake.app.session import Session
 from bake.errors import RecipeError
-from bake.recipe.importer import Unmappable, _free_form, convert, convert_task
+from bake.recipe.ansible_modules import Unmappable
+from bake.recipe.importer import _free_form, convert, convert_task
 from tests.conftest import FIXTURES, RECIPES
 
 SHOP = FIXTURES / "import" / "shop.yml"
