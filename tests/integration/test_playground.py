@@ -9,6 +9,7 @@ HTTP from this host on Docker's bridge gateway, where the build container reache
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -254,3 +255,46 @@ def test_a_failing_task_fails_the_bake_and_names_the_task(
     assert find_good(playground_bakes.state, "playground", "docker", p.key) is None
     tags = process.run(playground_bakes.engine.call("images", "-q", f"bake/playground:key-{p.short_key}"))
     assert tags.stdout.strip() == ""
+
+
+def test_an_imported_playbook_validates_and_bakes(
+    playground_bakes: Bakes, packer_info: packer.PackerInfo, served: Served, tmp_path: Path
+) -> None:
+    """`bake import-ansible` on the 30-task playbook; the recipe it writes bakes on the
+    session's debian-base, its mapped steps and its ansible step both in effect."""
+    from typer.testing import CliRunner
+
+    from bake.cli import app
+
+    (tmp_path / "debian-base.yaml").write_bytes((RECIPES / "debian-base.yaml").read_bytes())
+    out = tmp_path / "shop.yaml"
+    result = CliRunner().invoke(
+        app, ["import-ansible", str(FIXTURES / "import" / "shop.yml"), "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["mapped"], doc["ansible"], doc["dropped"]) == (21, 7, 2)
+    t0 = time.monotonic()
+    baked = playground_bakes.bake(plan_of(out, packer_info, extra_vars={"downloads_url": served.url}))
+    seconds = time.monotonic() - t0
+    assert baked.record.good and baked.parents[0].name == "debian-base"
+    got = _in_image(
+        playground_bakes,
+        baked.record.artifact.id,
+        "cat /etc/shop/shop.conf /etc/shop/debian-version /etc/shop/limits.conf; ls /etc/shop; "
+        "stat -c '%U %a' /srv/shop; ls /srv/shop/releases; getent passwd games || echo no-games; "
+        "command -v python3 || echo no-python",
+    )
+    for text in (
+        "port = 8080",
+        "log_level = info",  # lineinfile replaced the template's debug
+        "release = shop-8080 on Debian",  # set_fact and a fact, in the ansible step
+        "max_connections = 100",
+        "reloaded",  # the handler ran
+        "shop 755",
+        "tool",  # downloaded, verified, unpacked
+        "no-games",
+        "no-python",
+    ):
+        assert text in got, (text, got)
+    print(f"imported playbook bake: {seconds:.1f} s")

@@ -124,3 +124,17 @@ def test_the_playground_resolves_for_both_bakeable_targets() -> None:
         assert [s.module for _, s in r.steps].count("file") == 5  # 3 items, a link, an absent file
         assert [h.name for _, h in r.handlers] == ["app config changed"]
         assert any(f.src == "ansible/roles/app_config/templates/greeting.j2" for f in r.files)
+
+
+def test_roles_path_folders_are_inputs_too(tmp_path: Path) -> None:
+    (tmp_path / "play").mkdir()
+    (tmp_path / "play" / "site.yml").write_text("- hosts: all\n  roles: [shared]\n")
+    role = tmp_path / "roles" / "shared" / "tasks"
+    role.mkdir(parents=True)
+    (role / "main.yml").write_text("- ansible.builtin.debug: {msg: hi}\n")
+    body = "steps:\n  - ansible: {playbook: play/site.yml, roles_path: roles}\n"
+    r = resolve(recipe(tmp_path, body), "docker")
+    assert sorted(f.src for f in r.files) == ["play/site.yml", "roles/shared/tasks/main.yml"]
+    missing = "steps:\n  - ansible: {playbook: play/site.yml, roles_path: [nowhere]}\n"
+    with pytest.raises(RecipeError, match=r"steps\[0\].ansible.roles_path\[0\]: folder 'nowhere' not found"):
+        resolve(recipe(tmp_path, missing), "docker")
