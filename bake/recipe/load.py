@@ -8,8 +8,7 @@ its own vars; `-f`/`-e` apply to the recipe named on the command line.
 from __future__ import annotations
 
 import difflib
-import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,14 @@ from pydantic import ValidationError
 from bake import targets
 from bake.errors import RecipeError
 from bake.recipe.errors import describe
+from bake.recipe.inputs import FileInput, file_inputs
+from bake.recipe.loops import expand_loops, remap, select
 from bake.recipe.models import Check, Handler, Recipe, Step
-from bake.recipe.paths import inside, read_small
 from bake.recipe.render import (
     RESERVED,
     SecretGuard,
     Where,
-    evaluate_list,
     evaluate_when,
-    render_string,
     render_tree,
     resolve_vars,
     secret_marker,
@@ -35,23 +33,6 @@ from bake.recipe.render import (
 from bake.recipe.source import Source, load_yaml
 
 SKIP_RENDER = frozenset({("vars",), ("secrets",), ("extends",), ("name",), ("version",)})
-
-
-@dataclass(frozen=True)
-class FileInput:
-    """A file a step ships into the image or runs from the host: copied bytes, a template
-    rendered on the host, an archive, a key, or one file of an Ansible play's folders."""
-
-    step: int
-    src: str  # relative to the recipe's folder
-    content: bytes
-    digest: str
-    item: int = 0  # which item of a looped step
-
-    @property
-    def input_name(self) -> str:
-        """Its name among the bake key's inputs."""
-        return f"file:{self.src}" + (f"#{self.item}" if self.item else "")
 
 
 @dataclass(frozen=True)
@@ -254,16 +235,19 @@ def _resolve_chain(
     rendered = render_tree(data, (), doc.source, context, env_context, skip)
     step_origin: list[tuple[int, Any]] = []  # per step of the validated recipe: (index, item)
     if isinstance(rendered.get("steps"), list):
-        rendered["steps"] = _expand_loops(
+        rendered["steps"] = expand_loops(
             rendered["steps"], looped, doc.source, context, env_context, step_origin
         )
     try:
         recipe = Recipe.model_validate(rendered)
     except ValidationError as exc:
-        raise describe(exc, doc.source, Recipe, remap=_remap(step_origin)) from None
+        raise describe(exc, doc.source, Recipe, remap=remap(step_origin)) from None
 
-    steps, contexts, handlers = _select(doc.source, recipe, step_origin, context, len(raw_steps))
-    files = tuple(_file_inputs(doc, steps, contexts) + _file_inputs(doc, handlers, [context] * len(handlers)))
+    steps, contexts, handlers = select(doc.source, recipe, step_origin, context, len(raw_steps))
+    files = tuple(
+        file_inputs(doc.path, doc.source, steps, contexts)
+        + file_inputs(doc.path, doc.source, handlers, [context] * len(handlers))
+    )
     checks: list[Check] = []
     skipped: list[tuple[Check, str]] = []
     for i, check in enumerate(recipe.verify):
@@ -287,121 +271,6 @@ def _resolve_chain(
     )
 
 
-_NO_ITEM = object()
-
-
-def _select(
-    source: Source,
-    recipe: Recipe,
-    step_origin: Sequence[tuple[int, Any]],
-    context: Mapping[str, Any],
-    n_steps: int,
-) -> tuple[list[tuple[int, Step]], list[Mapping[str, Any]], list[tuple[int, Handler]]]:
-    """The steps whose `when` is true (each item of a loop with `item` bound, and its
-    context), and the handlers whose `when` is true, numbered after the steps."""
-    steps: list[tuple[int, Step]] = []
-    contexts: list[Mapping[str, Any]] = []
-    for j, step in enumerate(recipe.steps):
-        i, item = step_origin[j]
-        ctx = context if item is _NO_ITEM else {**context, "item": item}
-        if step.when is None or evaluate_when(step.when, ctx, Where(source, ("steps", i, "when"))):
-            steps.append((i, step))
-            contexts.append(ctx)
-    _check_loops(source, steps)
-    _check_notify(source, recipe, step_origin)
-    handlers: list[tuple[int, Handler]] = []
-    for k, handler in enumerate(recipe.handlers):
-        if handler.when is None or evaluate_when(
-            handler.when, context, Where(source, ("handlers", k, "when"))
-        ):
-            handlers.append((n_steps + k, handler))
-    return steps, contexts, handlers
-
-
-def _expand_loops(
-    steps: list[Any],
-    looped: set[int],
-    source: Source,
-    context: Mapping[str, Any],
-    env_context: Mapping[str, Any],
-    origin: list[tuple[int, Any]],
-) -> list[Any]:
-    """A looped step becomes one step per item, each rendered with `item` bound (its
-    `when` stays for later, as every step's does). ``origin`` gets (index, item) of each."""
-    out: list[Any] = []
-    for i, raw in enumerate(steps):
-        if i not in looped:
-            out.append(raw)
-            origin.append((i, _NO_ITEM))
-            continue
-        where = Where(source, ("steps", i, "loop"))
-        spec = raw["loop"]
-        if isinstance(spec, str):
-            items = evaluate_list(spec, context, where)
-        elif isinstance(spec, list):
-            items = render_tree(spec, ("steps", i, "loop"), source, context, env_context, lambda _: False)
-        else:
-            raise where.error(
-                f"`loop` is a list or an expression, got {type(spec).__name__}", "e.g. loop: [a, b]"
-            )
-        body = {k: v for k, v in raw.items() if k != "loop"}
-
-        def keep_when(loc: tuple[str | int, ...], i: int = i) -> bool:
-            return loc == ("steps", i, "when")
-
-        for item in items:
-            ctx = {**context, "item": item}
-            env_ctx = {**env_context, "item": item}
-            out.append(render_tree(body, ("steps", i), source, ctx, env_ctx, keep_when))
-            origin.append((i, item))
-    return out
-
-
-def _remap(origin: Sequence[tuple[int, Any]]) -> Callable[[tuple[str | int, ...]], tuple[str | int, ...]]:
-    """Error locations of expanded steps point at the step as written."""
-
-    def remap(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int) and loc[1] < len(origin):
-            return ("steps", origin[loc[1]][0], *loc[2:])
-        return loc
-
-    return remap
-
-
-def _check_loops(source: Source, steps: Sequence[tuple[int, Step]]) -> None:
-    """What runs once per step cannot differ per item: its environment, and Ansible."""
-    first: dict[int, Step] = {}
-    for i, step in steps:
-        if i not in first:
-            first[i] = step
-            continue
-        if step.module == "ansible":
-            raise source.error(("steps", i, "loop"), "an `ansible` step cannot loop", "loop inside the play")
-        if step.env != first[i].env:
-            raise source.error(
-                ("steps", i, "env"),
-                "`env` must be the same for every item of a loop",
-                "it is the environment of the step's one script; use {{ item }} in the module instead",
-            )
-
-
-def _check_notify(source: Source, recipe: Recipe, origin: Sequence[tuple[int, Any]]) -> None:
-    names = [h.name for h in recipe.handlers]
-    for j, step in enumerate(recipe.steps):
-        for name in step.notify:
-            if name not in names:
-                near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-                hint = f"did you mean `{near[0]}`?" if near else None
-                known = (
-                    f"handlers: {', '.join(names)}" if names else "add it under `handlers:` with this name"
-                )
-                raise source.error(
-                    ("steps", origin[j][0], "notify"),
-                    f"no handler named `{name}`",
-                    f"{hint} {known}" if hint else known,
-                )
-
-
 def _merged_targets(chain: Sequence[_Doc]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for d in reversed(chain):
@@ -414,133 +283,3 @@ def _merged_targets(chain: Sequence[_Doc]) -> dict[str, Any]:
             else:
                 merged[name] = conf if conf is not None else {}
     return merged or {"docker": {}}
-
-
-def _file_inputs(
-    doc: _Doc, steps: Sequence[tuple[int, Step]], contexts: Sequence[Mapping[str, Any]]
-) -> list[FileInput]:
-    out: list[FileInput] = []
-    folder = doc.path.parent
-    seen: dict[int, int] = {}
-    for (i, step), context in zip(steps, contexts, strict=True):
-        item = seen[i] = seen.get(i, -1) + 1
-        group = "handlers" if isinstance(step, Handler) else "steps"
-        n = i - (len(doc.source.data.get("steps") or []) if group == "handlers" else 0)
-        module = step.module
-        if module == "ansible":
-            assert step.ansible is not None
-            out += _play_inputs(doc, i, (group, n), step)
-            continue
-        src = _shipped_src(step)
-        if src is None:
-            continue
-        field_name = "key" if module == "apt_repository" else "src"
-        where = Where(doc.source, (group, n, module, field_name))
-        path = inside(folder, src, where)
-        if module == "template":
-            text = read_small(path, where).decode("utf-8", errors="strict")
-            content = render_string(text, context, Where(_file_source(path), ())).encode()
-        else:
-            content = _read_bytes(path, where)
-        out.append(FileInput(i, src, content, "sha256:" + hashlib.sha256(content).hexdigest(), item))
-    return out
-
-
-def _shipped_src(step: Step) -> str | None:
-    """The file from the recipe's folder that a step ships into the image, if any."""
-    if step.copy_ is not None:
-        return step.copy_.src
-    if step.template is not None:
-        return step.template.src
-    if step.unarchive is not None and not step.unarchive.remote_src:
-        return step.unarchive.src
-    if step.apt_repository is not None:
-        return step.apt_repository.key
-    return None
-
-
-MAX_PLAY_FILES = 2000
-MAX_PLAY_BYTES = 32 << 20
-
-
-def _play_inputs(doc: _Doc, index: int, at: tuple[str, int], step: Step) -> list[FileInput]:
-    """Every file of the playbook's folder and of each `roles_path` folder: all a play
-    and its roles can read. The play runs from a copy of exactly these files."""
-    assert step.ansible is not None
-    folder = doc.path.parent.resolve()
-    where = Where(doc.source, (*at, "ansible", "playbook"))
-    playbook = inside(folder, step.ansible.playbook, where)
-    if playbook.parent == folder:
-        raise where.error(
-            "the playbook must be in a folder of its own (all of that folder is part of the bake key)",
-            f"move it and what it reads into a folder beside the recipe, e.g. ansible/{playbook.name}",
-        )
-    roots = [(playbook.parent, where)]
-    for k, rel in enumerate(step.ansible.roles_path):
-        w = Where(doc.source, (*at, "ansible", "roles_path", k))
-        roots.append((_inside_dir(folder, rel, w), w))
-    found: dict[str, Path] = {}
-    for root, w in roots:
-        for path in sorted(_walk(root, folder, w)):
-            found.setdefault(path.relative_to(folder).as_posix(), path)
-    if len(found) > MAX_PLAY_FILES:
-        raise where.error(
-            f"the play's folders hold {len(found)} files, over the limit of {MAX_PLAY_FILES}",
-            "keep the playbook and its roles in folders of their own",
-        )
-    out: list[FileInput] = []
-    total = 0
-    for rel, path in sorted(found.items()):
-        content = _read_bytes(path, Where(doc.source, (*at, "ansible")))
-        total += len(content)
-        if total > MAX_PLAY_BYTES:
-            raise where.error(
-                f"the play's folders hold over {MAX_PLAY_BYTES >> 20} MiB", "keep large files out of them"
-            )
-        out.append(FileInput(index, rel, content, "sha256:" + hashlib.sha256(content).hexdigest()))
-    return out
-
-
-def _inside_dir(folder: Path, rel: str, where: Where) -> Path:
-    if rel.startswith("/") or ".." in Path(rel).parts:
-        raise where.error(f"path {rel!r} leaves the recipe's folder", "give a folder beside the recipe")
-    path = (folder / rel).resolve()
-    if not path.is_relative_to(folder):
-        raise where.error(f"path {rel!r} resolves outside the recipe's folder to {path}")
-    if not path.is_dir():
-        raise where.error(f"folder {rel!r} not found in {folder}", "check the path and its spelling")
-    return path
-
-
-def _walk(root: Path, folder: Path, where: Where) -> list[Path]:
-    """Files under ``root`` (hidden names and caches left out); a symlink must stay inside
-    the recipe's folder, and a symlinked folder is refused."""
-    out: list[Path] = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name == "__pycache__" or entry.name.endswith(".retry"):
-            continue
-        if entry.is_symlink():
-            target = entry.resolve()
-            if not target.is_relative_to(folder):
-                raise where.error(
-                    f"{entry.relative_to(folder)} links outside the recipe's folder to {target}",
-                    "copy the file into the play's folder instead of linking to it",
-                )
-            if target.is_dir():
-                raise where.error(f"{entry.relative_to(folder)} is a symlinked folder", "copy it instead")
-        if entry.is_dir():
-            out += _walk(entry, folder, where)
-        elif entry.is_file():
-            out.append(entry)
-    return out
-
-
-def _file_source(path: Path) -> Source:
-    return Source(path=path, data=None, positions={})
-
-
-def _read_bytes(path: Path, where: Where) -> bytes:
-    try:
-        return read_small(path, where)
-    except OSError as exc:
-        raise where.error(f"cannot read {path}: {exc.strerror}") from None
