@@ -84,14 +84,10 @@ class AnsibleModule(Model):
 EDIT_MARK = "{mark}"
 
 
-class LineInFileModule(Model):
-    """Ensure a line is in a file (or, `state: absent`, that no line matches)."""
+class FileEdit(Model):
+    """What lineinfile and blockinfile share: the file, where new text goes, how it is made."""
 
     path: AbsPath
-    line: str | None = None
-    regexp: str | None = Field(
-        default=None, description="POSIX extended regular expression (awk); the last match is replaced"
-    )
     state: Literal["present", "absent"] = "present"
     insertafter: str | None = Field(default=None, description="EOF (default) or a regular expression")
     insertbefore: str | None = Field(default=None, description="BOF or a regular expression")
@@ -99,6 +95,21 @@ class LineInFileModule(Model):
     mode: Mode | None = None
     owner: NonEmpty | None = None
     group: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> FileEdit:
+        if self.insertafter is not None and self.insertbefore is not None:
+            raise ValueError("give at most one of `insertafter` and `insertbefore`")
+        return self
+
+
+class LineInFileModule(FileEdit):
+    """Ensure a line is in a file (or, `state: absent`, that no line matches)."""
+
+    line: str | None = None
+    regexp: str | None = Field(
+        default=None, description="POSIX extended regular expression (awk); the last match is replaced"
+    )
 
     @model_validator(mode="after")
     def _what_to_do(self) -> LineInFileModule:
@@ -108,31 +119,19 @@ class LineInFileModule(Model):
             raise ValueError("`line` and `regexp` are one line each; use blockinfile for several")
         if self.state == "absent" and self.line is None and self.regexp is None:
             raise ValueError("state: absent needs `regexp` or `line`")
-        if self.insertafter is not None and self.insertbefore is not None:
-            raise ValueError("give at most one of `insertafter` and `insertbefore`")
         return self
 
 
-class BlockInFileModule(Model):
+class BlockInFileModule(FileEdit):
     """A block of lines between two marker lines, replaced as a whole."""
 
-    path: AbsPath
     block: str = ""
     marker: str = Field(default="# {mark} MANAGED BY BAKE", description="{mark} becomes BEGIN and END")
-    state: Literal["present", "absent"] = "present"
-    insertafter: str | None = Field(default=None, description="EOF (default) or a regular expression")
-    insertbefore: str | None = Field(default=None, description="BOF or a regular expression")
-    create: bool = False
-    mode: Mode | None = None
-    owner: NonEmpty | None = None
-    group: NonEmpty | None = None
 
     @model_validator(mode="after")
     def _marker(self) -> BlockInFileModule:
         if EDIT_MARK not in self.marker or "\n" in self.marker:
             raise ValueError('`marker` is one line with {mark} in it, e.g. "# {mark} MANAGED BY BAKE"')
-        if self.insertafter is not None and self.insertbefore is not None:
-            raise ValueError("give at most one of `insertafter` and `insertbefore`")
         return self
 
 
