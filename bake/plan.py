@@ -86,13 +86,29 @@ def recipe_document(resolved: Resolved) -> dict[str, Any]:
             }
             for i, s in resolved.steps
         ],
+        "handlers": [
+            {"index": i, **h.model_dump(mode="json", exclude_none=True, exclude={"when"})}
+            for i, h in resolved.handlers
+        ],
         # the checks that apply to this target, like the steps (`when` itself is no input)
         "verify": [c.model_dump(mode="json", exclude_none=True, exclude={"when"}) for c in resolved.verify],
         "volatile": list(recipe.volatile),
+        # an Ansible play gets every var (only used ones reach other steps, rendered)
+        **({"play_vars": dict(resolved.vars)} if any(s.ansible for _, s in resolved.steps) else {}),
     }
 
 
 Upstream = Callable[[Bootstrap], Mapping[str, str]]
+
+
+def ansible_version() -> str:
+    """The ansible-core that runs plays (bake's own dependency)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ansible-core {version('ansible-core')}"
+    except PackageNotFoundError:
+        return "ansible-core not installed"
 
 
 def make_plan(
@@ -110,7 +126,9 @@ def make_plan(
     for name, digest in sorted(templates.items()):
         inputs[f"template:{name}"] = digest
     for f in resolved.files:
-        inputs[f"file:{f.src}"] = f.digest
+        inputs[f.input_name] = f.digest
+    if any(s.ansible for _, s in resolved.steps):
+        inputs["ansible-core"] = _sha(ansible_version().encode())  # it runs the play
     if parent is not None:
         inputs[f"parent:{parent.name}"] = parent.key
     base = resolved.recipe.base
@@ -134,6 +152,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             {"index": i + 1, "module": s.module, "name": s.name or s.module, "when": s.when}
             for i, s in r.steps
         ],
+        "handlers": [{"index": i + 1, "module": h.module, "name": h.name} for i, h in r.handlers],
         "verify": len(r.verify),
         "inputs": dict(plan.inputs),
         "packer_version": plan.packer.text,

@@ -38,6 +38,7 @@ COMMANDS = (
     ("render", recipes.render),
     ("schema", recipes.schema),
     ("init", recipes.init),
+    ("import-ansible", recipes.import_ansible),
     ("build", build.build),
     ("verify", build.verify),
     ("keygen", registry.keygen),

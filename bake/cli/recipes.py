@@ -147,3 +147,33 @@ def init(
         print_json({"ok": True, "recipe": str(path)})
     else:
         line(f"wrote {path}; next: bake validate {path}")
+
+
+@handled
+def import_ansible(
+    playbook: Annotated[Path, typer.Argument(help="An Ansible playbook.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The recipe to write (files go beside it).")],
+    extends: Annotated[str, typer.Option(help="The parent recipe.")] = "debian-base",
+    name: Annotated[str | None, typer.Option(help="Recipe name (default: from the playbook's).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing recipe.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a playbook into a recipe: tasks that map one-to-one onto bake modules become
+    steps, the rest stays Ansible in `ansible:` steps; says what it could not map and why."""
+    from bake.app.importer import ImportRequest
+    from bake.app.importer import import_ansible as run_import
+
+    result = run_import(session(), ImportRequest(playbook, out, extends, name, force))
+    if as_json:
+        print_json(result.to_json())
+        return
+    line(
+        f"wrote {result.recipe}: {result.count('mapped')} tasks mapped to bake modules, "
+        f"{result.count('ansible')} kept in Ansible, {result.count('dropped')} dropped"
+    )
+    for x in result.lines:
+        arrow = "→" if x.outcome == "mapped" else " "
+        line(f"  {x.outcome:<8} {x.task} {arrow} {x.detail}")
+    for playbook_name in result.playbooks:
+        line(f"  ansible step: {result.recipe.parent / 'ansible' / playbook_name}")
+    line(f"ok  validated for: {', '.join(result.targets)}; next: bake build {result.recipe}")

@@ -21,9 +21,11 @@ import jinja2
 
 from bake import targets
 from bake.compile import hcl
-from bake.compile.steps import CompiledStep, compile_step
+from bake.compile.play import compile_play
+from bake.compile.steps import CompiledStep, compile_handler, compile_step, marker
 from bake.infra.fsutil import TMP_PREFIX, replace_dir
 from bake.plan import Plan
+from bake.recipe.models import Step
 from bake.recipe.render import SECRET_END, SECRET_MARK
 
 TEMPLATE_DIR = Path(
@@ -37,6 +39,7 @@ class Rendered:
     template_name: str
     files: Mapping[str, bytes]  # relative path → content
     secrets: tuple[str, ...]  # names of sensitive variables the build needs
+    runs_on_host: bool = False  # a step runs on the build host (an Ansible play)
 
 
 def template_files(target: str) -> tuple[str, ...]:
@@ -101,17 +104,51 @@ def labels(plan: Plan) -> dict[str, str]:
     return out
 
 
+def compile_steps(plan: Plan) -> list[CompiledStep]:
+    """The plan's steps (a looped step once, with all its items) and then its handlers."""
+    resolved = plan.resolved
+    by_item = {(f.step, f.item): f.content for f in resolved.files}
+    groups: dict[int, list[Step]] = {}
+    for i, step in resolved.steps:
+        groups.setdefault(i, []).append(step)
+    present = {i for i, _ in resolved.handlers}
+    numbers = {h.name: i for i, h in resolved.handlers}
+    secrets = tuple(s.name for s in resolved.recipe.secrets)
+    out: list[CompiledStep] = []
+    for i, items in groups.items():
+        if items[0].ansible is not None:
+            inputs = [(f.src, f.content) for f in resolved.files if f.step == i]
+            out.append(compile_play(i, items[0], inputs, play_vars(plan), secrets))
+            continue
+        notify = sorted({marker(numbers[n]) for s in items for n in s.notify if numbers.get(n) in present})
+        files = [by_item.get((i, k)) for k in range(len(items))]
+        out.append(compile_step(i, items, files, notify))
+    for i, handler in resolved.handlers:
+        out.append(compile_handler(i, handler, by_item.get((i, 0))))
+    return out
+
+
+def play_vars(plan: Plan) -> dict[str, Any]:
+    """What an Ansible play gets as extra vars (secrets apart): the recipe's vars and the
+    built-ins."""
+    return {
+        **plan.resolved.vars,
+        "target": plan.target,
+        "recipe": {"name": plan.name, "version": plan.version},
+    }
+
+
 def compile_plan(plan: Plan, folder: Path = TEMPLATE_DIR) -> Rendered:
     resolved = plan.resolved
-    files_by_step = {f.step: f.content for f in resolved.files}
-    steps: list[CompiledStep] = [compile_step(i, step, files_by_step.get(i)) for i, step in resolved.steps]
+    steps = compile_steps(plan)
     secrets = tuple(s.name for s in resolved.recipe.secrets)
     out: dict[str, bytes] = {}
     for s in steps:
-        if s.script is not None:
-            out[f"scripts/{s.script_name}.sh"] = s.script.encode()
-        if s.upload is not None:
-            out[f"files/{s.upload.name}"] = s.upload.content
+        out[f"scripts/{s.script_name}.sh"] = s.script.encode()
+        for up in s.uploads:
+            out[f"files/{up.name}"] = up.content
+        for rel, content in s.local_files:
+            out[f"files/{rel}"] = content
     target = targets.get(plan.target)
     plugin = target.plugin
     context: dict[str, Any] = {
@@ -137,7 +174,12 @@ def compile_plan(plan: Plan, folder: Path = TEMPLATE_DIR) -> Rendered:
     text = _env(search_path(plan.target, folder)).get_template(target.template).render(context)
     template_name = f"{plan.name}.pkr.hcl"
     out[template_name] = text.encode()
-    return Rendered(template_name=template_name, files=dict(sorted(out.items())), secrets=secrets)
+    return Rendered(
+        template_name=template_name,
+        files=dict(sorted(out.items())),
+        secrets=secrets,
+        runs_on_host=any(s.local for s in steps),
+    )
 
 
 def write_tree(rendered: Rendered, out: Path) -> Path:

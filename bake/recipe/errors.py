@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -24,12 +24,19 @@ _PATTERN_HINTS = {
 }
 
 
-def describe(exc: ValidationError, source: Source, model: type[BaseModel]) -> RecipeError:
-    """All validation errors of a document, one line each, as one RecipeError."""
+def describe(
+    exc: ValidationError,
+    source: Source,
+    model: type[BaseModel],
+    remap: Callable[[Loc], Loc] | None = None,
+) -> RecipeError:
+    """All validation errors of a document, one line each, as one RecipeError. ``remap``
+    maps a location in the validated data back to the document as written."""
     lines: list[str] = []
     hints: list[str] = []
     for err in exc.errors(include_url=False):
         loc = _clean_loc(err["loc"])
+        loc = remap(loc) if remap else loc
         message, hint = _message(err, loc, model)
         pos = source.where(loc, at_key=err["type"] == "extra_forbidden")
         lines.append(f"{source.path}:{pos.line}:{pos.col}: {format_loc(loc)}: {message}")

@@ -8,7 +8,6 @@ its own vars; `-f`/`-e` apply to the recipe named on the command line.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +18,14 @@ from pydantic import ValidationError
 from bake import targets
 from bake.errors import RecipeError
 from bake.recipe.errors import describe
-from bake.recipe.models import Check, Recipe, Step
-from bake.recipe.paths import inside, read_small
+from bake.recipe.inputs import FileInput, file_inputs
+from bake.recipe.loops import expand_loops, remap, select
+from bake.recipe.models import Check, Handler, Recipe, Step
 from bake.recipe.render import (
     RESERVED,
     SecretGuard,
     Where,
     evaluate_when,
-    render_string,
     render_tree,
     resolve_vars,
     secret_marker,
@@ -37,17 +36,6 @@ SKIP_RENDER = frozenset({("vars",), ("secrets",), ("extends",), ("name",), ("ver
 
 
 @dataclass(frozen=True)
-class FileInput:
-    """A file a step ships into the image: copied bytes, or a template rendered on the host."""
-
-    step: int
-    src: str
-    content: bytes
-    digest: str  # of the content shipped (a template's rendered output)
-    source_digest: str = ""  # of the file as read, where that differs (a template's source)
-
-
-@dataclass(frozen=True)
 class Resolved:
     """One recipe resolved for one target: everything the compiler and the bake key need."""
 
@@ -55,12 +43,14 @@ class Resolved:
     target: str
     path: Path
     vars: Mapping[str, Any]
-    steps: tuple[tuple[int, Step], ...]  # (index in the recipe, step) after `when`
+    steps: tuple[tuple[int, Step], ...]  # (index in the recipe, step) after `when`; a looped
+    # step appears once per item, each with the same index
     files: tuple[FileInput, ...]
     verify: tuple[Check, ...]  # the checks that apply, inherited ones first
     parent: Resolved | None
     chain: tuple[str, ...] = field(default=())  # names, this recipe first
     skipped: tuple[tuple[Check, str], ...] = ()  # checks whose `when:` is false here, and why
+    handlers: tuple[tuple[int, Handler], ...] = ()  # numbered after the steps, after `when`
 
     @property
     def name(self) -> str:
@@ -232,20 +222,32 @@ def _resolve_chain(
     context = {**resolved_vars, **builtins, **guards}
     env_context = {**context, **{n: secret_marker(n) for n in secret_names}}
 
+    raw_steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
+    looped = {i for i, st in enumerate(raw_steps) if isinstance(st, dict) and "loop" in st}
+
     def skip(loc: tuple[str | int, ...]) -> bool:
-        return loc in SKIP_RENDER or (len(loc) == 3 and loc[0] in ("steps", "verify") and loc[2] == "when")
+        if loc in SKIP_RENDER:
+            return True
+        if len(loc) == 3 and loc[0] in ("steps", "verify", "handlers") and loc[2] == "when":
+            return True
+        return len(loc) == 2 and loc[0] == "steps" and loc[1] in looped  # rendered per item below
 
     rendered = render_tree(data, (), doc.source, context, env_context, skip)
+    step_origin: list[tuple[int, Any]] = []  # per step of the validated recipe: (index, item)
+    if isinstance(rendered.get("steps"), list):
+        rendered["steps"] = expand_loops(
+            rendered["steps"], looped, doc.source, context, env_context, step_origin
+        )
     try:
         recipe = Recipe.model_validate(rendered)
     except ValidationError as exc:
-        raise describe(exc, doc.source, Recipe) from None
+        raise describe(exc, doc.source, Recipe, remap=remap(step_origin)) from None
 
-    steps: list[tuple[int, Step]] = []
-    for i, step in enumerate(recipe.steps):
-        if step.when is None or evaluate_when(step.when, context, Where(doc.source, ("steps", i, "when"))):
-            steps.append((i, step))
-    files = tuple(_file_inputs(doc, steps, context))
+    steps, contexts, handlers = select(doc.source, recipe, step_origin, context, len(raw_steps))
+    files = tuple(
+        file_inputs(doc.path, doc.source, steps, contexts)
+        + file_inputs(doc.path, doc.source, handlers, [context] * len(handlers))
+    )
     checks: list[Check] = []
     skipped: list[tuple[Check, str]] = []
     for i, check in enumerate(recipe.verify):
@@ -265,6 +267,7 @@ def _resolve_chain(
         parent=parent,
         chain=tuple(d.name for d in chain),
         skipped=(*(parent.skipped if parent else ()), *skipped),
+        handlers=tuple(handlers),
     )
 
 
@@ -280,53 +283,3 @@ def _merged_targets(chain: Sequence[_Doc]) -> dict[str, Any]:
             else:
                 merged[name] = conf if conf is not None else {}
     return merged or {"docker": {}}
-
-
-def _file_inputs(doc: _Doc, steps: Sequence[tuple[int, Step]], context: Mapping[str, Any]) -> list[FileInput]:
-    out: list[FileInput] = []
-    folder = doc.path.parent
-    for i, step in steps:
-        module = step.module
-        source_digest = ""
-        if module in ("copy", "template"):
-            spec = step.copy_ if module == "copy" else step.template
-            assert spec is not None
-            where = Where(doc.source, ("steps", i, module, "src"))
-            path = inside(folder, spec.src, where)
-            if module == "copy":
-                content = _read_bytes(path, where)
-            else:
-                raw = read_small(path, where)
-                source_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-                text = raw.decode("utf-8", errors="strict")
-                content = render_string(text, context, Where(_file_source(path), ())).encode()
-        elif module == "ansible":
-            assert step.ansible is not None
-            where = Where(doc.source, ("steps", i, "ansible", "playbook"))
-            path = inside(folder, step.ansible.playbook, where)
-            content = _read_bytes(path, where)
-        else:
-            continue
-        src = (
-            step.copy_.src
-            if step.copy_
-            else step.template.src
-            if step.template
-            else step.ansible.playbook
-            if step.ansible
-            else ""
-        )
-        digest = "sha256:" + hashlib.sha256(content).hexdigest()
-        out.append(FileInput(i, src, content, digest, source_digest if module == "template" else ""))
-    return out
-
-
-def _file_source(path: Path) -> Source:
-    return Source(path=path, data=None, positions={})
-
-
-def _read_bytes(path: Path, where: Where) -> bytes:
-    try:
-        return read_small(path, where)
-    except OSError as exc:
-        raise where.error(f"cannot read {path}: {exc.strerror}") from None

@@ -24,21 +24,48 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from bake.model import Model
-
-NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-SEMVER_RE = (
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+from bake.recipe.fields import (
+    DIGEST_REF_RE,
+    MODE_RE,
+    NAME_RE,
+    SEMVER_RE,
+    VAR_NAME_RE,
+    AbsPath,
+    Mode,
+    Name,
+    NonEmpty,
+    Strings,
+    VarName,
 )
-MODE_RE = r"^0?[0-7]{3,4}$"
-DIGEST_REF_RE = r"^[^@\s]+@sha256:[0-9a-f]{64}$"
-VAR_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+from bake.recipe.modules import (
+    MODULES,
+    AnsibleModule,
+    AptRepositoryModule,
+    BlockInFileModule,
+    CopyModule,
+    CronModule,
+    FileModule,
+    GetUrlModule,
+    GroupModule,
+    LineInFileModule,
+    ServiceModule,
+    SysctlModule,
+    UnarchiveModule,
+    UserModule,
+)
 
-Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
-Mode = Annotated[str, StringConstraints(pattern=MODE_RE)]
-AbsPath = Annotated[str, StringConstraints(pattern=r"^/")]
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-VarName = Annotated[str, StringConstraints(pattern=VAR_NAME_RE)]
+__all__ = [
+    "DIGEST_REF_RE",
+    "MODE_RE",
+    "NAME_RE",
+    "SEMVER_RE",
+    "VAR_NAME_RE",
+    "AbsPath",
+    "Mode",
+    "Name",
+    "NonEmpty",
+    "VarName",
+]
 
 
 # --- base -------------------------------------------------------------------------------
@@ -122,67 +149,21 @@ TargetConfigs = Annotated[
 # --- steps ------------------------------------------------------------------------------
 
 
-class FileModule(Model):
-    dest: AbsPath
-    content: str
-    mode: Mode = "0644"
-    owner: NonEmpty = "root"
-    group: NonEmpty | None = None
-
-
-class CopyModule(Model):
-    src: NonEmpty
-    dest: AbsPath
-    mode: Mode = "0644"
-    owner: NonEmpty = "root"
-    group: NonEmpty | None = None
-
-
-class UserModule(Model):
-    name: Name
-    uid: Annotated[int, Field(ge=0, le=65534)] | None = None
-    groups: tuple[Name, ...] = ()
-    shell: AbsPath | None = None
-    home: AbsPath | None = None
-    system: bool = False
-
-
-class GroupModule(Model):
-    name: Name
-    gid: Annotated[int, Field(ge=0, le=65534)] | None = None
-    system: bool = False
-
-
-class ServiceModule(Model):
-    name: NonEmpty
-    enabled: bool = True
-
-
-class AnsibleModule(Model):
-    playbook: NonEmpty
-    extra_vars: dict[str, str] = Field(default_factory=dict)
-
-
-MODULES = (
-    "packages",
-    "file",
-    "copy",
-    "template",
-    "user",
-    "group",
-    "service",
-    "shell",
-    "command",
-    "ansible",
-)
-
-
 class Step(Model):
-    """One module call. Exactly one module key; ``name``, ``when`` and ``env`` are optional."""
+    """One module call. Exactly one module key; ``name``, ``when``, ``env``, ``loop`` and
+    ``notify`` are optional."""
 
     name: str | None = None
     when: str | None = Field(default=None, description="Jinja2 expression, e.g. \"{{ target != 'docker' }}\"")
     env: dict[VarName, str] = Field(default_factory=dict)
+    loop: list[Any] | str | None = Field(
+        default=None,
+        description="Run the step once per item of a list (or a Jinja2 expression giving one), "
+        "with the item as {{ item }}",
+    )
+    notify: Strings = Field(
+        default=(), description="Handlers to run, once, after all steps, when this step changed something"
+    )
     packages: tuple[NonEmpty, ...] | None = None
     file: FileModule | None = None
     copy_: CopyModule | None = Field(default=None, alias="copy")
@@ -193,6 +174,13 @@ class Step(Model):
     shell: NonEmpty | None = None
     command: tuple[NonEmpty, ...] | None = None
     ansible: AnsibleModule | None = None
+    lineinfile: LineInFileModule | None = None
+    blockinfile: BlockInFileModule | None = None
+    get_url: GetUrlModule | None = None
+    unarchive: UnarchiveModule | None = None
+    apt_repository: AptRepositoryModule | None = None
+    sysctl: SysctlModule | None = None
+    cron: CronModule | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -203,12 +191,41 @@ class Step(Model):
                 raise ValueError(_one_of_message("step", "module", MODULES, present, data))
         return data
 
+    @model_validator(mode="after")
+    def _ansible_alone(self) -> Step:
+        if self.ansible is not None and self.notify:
+            raise ValueError("an `ansible` step cannot notify bake handlers; use the play's own handlers")
+        if self.ansible is not None and self.env:
+            raise ValueError(
+                "an `ansible` step takes no `env`: the play gets the recipe's vars and secrets as extra vars"
+            )
+        return self
+
     @property
     def module(self) -> str:
         for m in MODULES:
             if getattr(self, "copy_" if m == "copy" else m) is not None:
                 return m
         raise AssertionError("validated step without module")  # pragma: no cover
+
+    def spec(self) -> Any:
+        """The module's own settings (a model, a list or a string)."""
+        return getattr(self, "copy_" if self.module == "copy" else self.module)
+
+
+class Handler(Step):
+    """A step that runs once, after all steps, when a step that `notify`s it changed
+    something; handlers run in the order they are listed."""
+
+    name: NonEmpty  # required here: steps notify it by name
+
+    @model_validator(mode="after")
+    def _runs_once(self) -> Handler:
+        if self.loop is not None:
+            raise ValueError("a handler runs once: `loop` is for steps")
+        if self.notify:
+            raise ValueError("a handler cannot `notify` other handlers")
+        return self
 
 
 # --- verify -----------------------------------------------------------------------------
@@ -313,6 +330,9 @@ class Recipe(Model):
     secrets: tuple[Secret, ...] = ()
     targets: TargetConfigs = Field(default_factory=dict)
     steps: tuple[Step, ...] = ()
+    handlers: tuple[Handler, ...] = Field(
+        default=(), description="Steps run once, in this order, after all steps, when notified"
+    )
     verify: tuple[Check, ...] = ()
     volatile: tuple[AbsPath, ...] = Field(
         default=(),
@@ -333,6 +353,15 @@ class Recipe(Model):
         if dupes:
             raise ValueError(f"secret declared twice: {', '.join(dupes)}")
         return secrets
+
+    @field_validator("handlers")
+    @classmethod
+    def _unique_handlers(cls, handlers: tuple[Handler, ...]) -> tuple[Handler, ...]:
+        names = [h.name for h in handlers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"handler named twice: {', '.join(dupes)}")
+        return handlers
 
 
 def _one_of_message(

@@ -82,6 +82,12 @@ def render_string(text: str, context: Mapping[str, Any], where: Where, env: jinj
     try:
         return env.from_string(text).render(context)
     except SecretUsed as exc:
+        if "ansible" in where.loc:
+            raise where.error(
+                f"secret `{exc.name}` may not be rendered here",
+                f"a play gets every secret of the recipe as an extra var of its name: use "
+                f"{{{{ {exc.name} }}}} in the play (with no_log: true on the tasks that do)",
+            ) from None
         raise where.error(
             f"secret `{exc.name}` may not be rendered here",
             "a secret may appear only in a step's `env:` (it reaches the build as a sensitive "
@@ -116,6 +122,34 @@ def evaluate_when(text: str, context: Mapping[str, Any], where: Where) -> bool:
         f"`when` must be true or false, got {rendered!r}",
         "write a comparison, e.g. target != 'docker'",
     )
+
+
+def evaluate_list(text: str, context: Mapping[str, Any], where: Where) -> list[Any]:
+    """A `loop:` given as an expression ("{{ users }}" or `users`): the list it names."""
+    expr = text.strip()
+    if expr.startswith("{{") and expr.endswith("}}"):
+        expr = expr[2:-2].strip()
+    try:
+        value = _ENV.compile_expression(expr, undefined_to_none=False)(**context)
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # raises the UndefinedError that names the variable
+    except jinja2.UndefinedError as exc:
+        raise _undefined(exc, context, where) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise where.error(
+            f"Jinja2 syntax error: {exc.message}", "write a list, or the name of a list var"
+        ) from None
+    if not isinstance(value, list | tuple):
+        raise where.error(
+            f"`loop` must give a list, got {type(value).__name__} {value!r}",
+            'write a YAML list, or name a var that holds one: loop: "{{ users }}"',
+        )
+    for item in value:
+        if isinstance(item, SecretGuard):
+            raise where.error(
+                f"secret `{item.name}` may not be looped over", "a secret may appear only in `env:`"
+            )
+    return list(value)
 
 
 def resolve_vars(

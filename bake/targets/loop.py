@@ -23,6 +23,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from bake.ansible import runner_env
 from bake.compile.template import Rendered, compile_plan, write_tree
 from bake.errors import BakeError, ToolError, VerifyError
 from bake.infra import packer
@@ -149,13 +150,16 @@ def run_packer(
 ) -> list[tuple[float, packer.Event]]:
     """Render the template into ``work`` and run ``packer build``; the events it printed,
     each with when it arrived."""
-    template = write_tree(rendered or compile_plan(plan), work / "template")
+    rendered = rendered or compile_plan(plan)
+    template = write_tree(rendered, work / "template")
     env, sensitive = secret_env(plan, ctx.environ)
+    if rendered.runs_on_host:  # an Ansible play: Packer starts bake's runner with this Python
+        env.update(runner_env())
     tmp = Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     env.update(inputs.env)
     env["PACKER_TMP_DIR"] = str(tmp)
-    n_steps = len(plan.resolved.steps)
+    n_steps = len(step_titles(plan))
     ctx.reporter.set_label(f"{plan.name}:", n_steps)
     ctx.reporter.phase("packer build", f"{n_steps} steps{inputs.where}")
     events: list[tuple[float, packer.Event]] = []
@@ -177,6 +181,14 @@ def run_packer(
     except ToolError as exc:
         raise packer_failure(plan, [e for _, e in events], exc, inputs.console) from None
     return events
+
+
+def step_titles(plan: Plan) -> dict[int, str]:
+    """Step number → title, as the template numbers them: each step once (a looped one
+    too), then the handlers."""
+    titles = {i + 1: (s.name or s.module) for i, s in plan.resolved.steps}
+    titles.update({i + 1: f"handler {h.name}" for i, h in plan.resolved.handlers})
+    return titles
 
 
 def packer_failure(
@@ -204,8 +216,8 @@ def packer_failure(
                     output.append(text)
     where = ""
     if step is not None:
-        titles = {i + 1: (s.name or s.module) for i, s in plan.resolved.steps}
-        where = f" at step {step} of {len(plan.resolved.steps)} ({titles.get(step, '?')})"
+        titles = step_titles(plan)
+        where = f" at step {step} of {len(titles)} ({titles.get(step, '?')})"
     errors = [e for e in packer.errors(events) if e.strip()]
     lines = output[-15:] + [e.strip().splitlines()[-1] for e in errors[-1:]]
     tail = "\n".join("  | " + x for x in lines) or exc.message
@@ -268,7 +280,7 @@ def byproducts(plan: Plan, rendered: Rendered) -> dict[str, str]:
     out = {f"packer:{name}": _sha(content) for name, content in sorted(rendered.files.items())}
     for f in plan.resolved.files:
         if f.source_digest:
-            out[f"rendered:{f.src}"] = f.digest
+            out["rendered:" + f.input_name.removeprefix("file:")] = f.digest
     return out
 
 
@@ -281,7 +293,7 @@ def sources(plan: Plan) -> dict[str, str]:
         out[f"recipe-file:{plan.resolved.path.name}"] = _sha(plan.resolved.path.read_bytes())
     for f in plan.resolved.files:
         if f.source_digest:
-            out[f"file:{f.src}"] = f.source_digest
+            out[f.input_name] = f.source_digest
     return out
 
 

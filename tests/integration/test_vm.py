@@ -484,3 +484,48 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
         failed = [r["title"] for r in doc["checks"]["results"] if r["outcome"] == "failed"]
         assert any(t.startswith("service nginx") for t in failed), failed
     assert_nothing_left(vm_state, ssh_before)
+
+
+def test_playground_with_an_ansible_play_bakes_as_a_vm(
+    baked_vm_web: Outcome, vm_ctx: BakeContext, info: packer.PackerInfo, ssh_before: set[str]
+) -> None:
+    """The playground recipe (every new module, a loop, a handler, and a play with a local
+    role over SSH) on the module's debian-base disk; QEMU's user network reaches this host's
+    loopback at 10.0.2.2, where get_url's files are served."""
+    from dataclasses import replace
+
+    from tests.integration.test_playground import PLAYGROUND, SERVED, TOKEN, Seen, serve
+
+    server = serve("127.0.0.1", SERVED)
+    served = next(server)
+    try:
+        port = served.url.rsplit(":", 1)[1]
+        (p,) = plan_recipe(
+            PLAYGROUND,
+            info,
+            targets=["qemu"],
+            extra_vars={"files_url": f"http://10.0.2.2:{port}"},
+            search_path=[RECIPES],
+        )
+        seen = Seen([])
+        ctx = replace(vm_ctx, environ={**vm_ctx.environ, "BAKE_PLAY_TOKEN": TOKEN}, runner=seen.runner)
+        t0 = time.monotonic()
+        out = bake_vm(ctx, p)
+        seconds = time.monotonic() - t0
+    finally:
+        server.close()
+    rec = out.record
+    assert rec.good and rec.verify["method"] == "booted-vm", rec.error
+    assert rec.verify["failed"] == 0 and rec.verify["passed"] == len(rec.verify["results"])
+    # built on the disk the module baked for web's parent, not on a new debian-base
+    assert [r.bake_key for r in out.parents] == [baked_vm_web.parents[0].bake_key]
+    assert "/tools.tar.gz" in served.requests
+    text = "\n".join(seen.lines)
+    for task in ("render the greeting", "settings in app.ini", "greeting changed", "PLAY RECAP"):
+        assert task in text, task
+    assert not any(TOKEN in line for line in seen.lines)
+    for path in vm_ctx.state.rglob("*"):
+        if path.is_file() and path.suffix not in (".qcow2", ".img") and path.name != "vmlinuz":
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert_nothing_left(vm_ctx.state, ssh_before)
+    print(f"playground VM bake: {seconds:.1f} s")

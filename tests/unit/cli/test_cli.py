@@ -95,7 +95,7 @@ def test_init_scaffolds_a_valid_recipe(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "already exists" in again.output
 
 
-@pytest.mark.parametrize("command", ["validate", "plan", "render", "schema", "init"])
+@pytest.mark.parametrize("command", ["validate", "plan", "render", "schema", "init", "import-ansible"])
 def test_help_on_every_command(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -114,3 +114,17 @@ def test_check_reproducible_is_for_containers(tmp_path: Path) -> None:
     args = ["build", str(RECIPES / "web.yaml"), "-t", "qemu", "--offline", "--check-reproducible"]
     result = runner.invoke(app, args, env=env)
     assert result.exit_code != 0 and "compares reproducible bakes" in result.output
+
+
+def test_import_ansible_says_what_it_mapped_and_what_it_could_not(tmp_path: Path) -> None:
+    (tmp_path / "debian-base.yaml").write_bytes((RECIPES / "debian-base.yaml").read_bytes())
+    out = tmp_path / "shop.yaml"
+    result = runner.invoke(app, ["import-ansible", str(FIXTURES / "import" / "shop.yml"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "21 tasks mapped to bake modules, 7 kept in Ansible, 2 dropped" in result.output
+    assert "mapped   log level → lineinfile" in result.output
+    assert "ansible  record the debian version   uses `debian_version`, not a play var" in result.output
+    assert "dropped  show the port   `debug` prints while Ansible runs" in result.output
+    assert "ok  validated for: docker, qemu, amazon-ebs" in result.output
+    again = runner.invoke(app, ["import-ansible", str(FIXTURES / "import" / "shop.yml"), "-o", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output

@@ -20,13 +20,21 @@ from tests.conftest import FIXTURES, RECIPES
 GOLDEN = FIXTURES / "golden"
 OLD = PackerInfo((1, 6, 6))
 NEW = PackerInfo((1, 9, 4))
+PLAYGROUND = FIXTURES / "playground" / "playground.yaml"  # every module, loops, handlers, a play
 CASES = [
-    (name, target) for name in ("debian-base", "web", "app") for target in ("docker", "qemu", "amazon-ebs")
+    *(
+        (name, target)
+        for name in ("debian-base", "web", "app")
+        for target in ("docker", "qemu", "amazon-ebs")
+    ),
+    ("playground", "docker"),
+    ("playground", "qemu"),
 ]
 
 
 def _plan(name: str, target: str, info: PackerInfo = OLD) -> Plan:
-    (p,) = plan_recipe(RECIPES / f"{name}.yaml", info, targets=[target])
+    path = PLAYGROUND if name == "playground" else RECIPES / f"{name}.yaml"
+    (p,) = plan_recipe(path, info, targets=[target], search_path=[RECIPES])
     return p
 
 

@@ -1,0 +1,145 @@
+"""`bake import-ansible`: a playbook → a reviewable recipe beside it, then validated.
+
+The conversion is pure (:mod:`bake.recipe.importer`); here the playbook is read, the
+files the mapped steps ship are copied beside the recipe, what stays Ansible is written as
+playbooks under ``ansible/`` (with the playbook's own files, templates and roles, so they
+run as before), the recipe is written, and then validated like any recipe.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bake.app.session import Session
+from bake.errors import RecipeError
+from bake.infra.fsutil import atomic_write
+from bake.recipe.importer import Line, convert
+from bake.recipe.source import read_text
+
+ANSIBLE_DIRS = ("files", "templates", "roles", "vars", "group_vars", "host_vars", "tasks", "handlers")
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    playbook: Path
+    out: Path
+    extends: str = "debian-base"
+    name: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    recipe: Path
+    lines: tuple[Line, ...]
+    playbooks: tuple[str, ...]
+    targets: tuple[str, ...]  # validated for these
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for line in self.lines if line.outcome == outcome and not _not_task(line))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": True,
+            "recipe": str(self.recipe),
+            "mapped": self.count("mapped"),
+            "ansible": self.count("ansible"),
+            "dropped": self.count("dropped"),
+            "playbooks": list(self.playbooks),
+            "targets": list(self.targets),
+            "tasks": [{"task": x.task, "outcome": x.outcome, "detail": x.detail} for x in self.lines],
+        }
+
+
+def _not_task(line: Line) -> bool:
+    return line.task.startswith(("handler ", "role "))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, and multi-line strings as `|` blocks (a recipe people read)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(data: object) -> str:
+    return yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100
+    )
+
+
+def _plays(path: Path) -> list[dict[str, object]]:
+    try:
+        data = yaml.safe_load(read_text(path, "playbook"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not YAML: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(p, dict) for p in data):
+        raise RecipeError(f"{path}: a playbook is a list of plays", "import a playbook, not a task file")
+    if any("import_playbook" in p or "ansible.builtin.import_playbook" in p for p in data):
+        raise RecipeError(f"{path}: imports other playbooks", "import each playbook on its own")
+    return data
+
+
+def _templates(folder: Path) -> dict[str, str]:
+    root = folder / "templates"
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")) if root.is_dir() else ():
+        if p.is_file() and p.stat().st_size <= 1 << 20:
+            out[f"templates/{p.relative_to(root).as_posix()}"] = p.read_text(
+                encoding="utf-8", errors="replace"
+            )
+    return out
+
+
+def _source_of(folder: Path, rel: str) -> Path:
+    """Where Ansible finds a file: files/ (or templates/) beside the playbook, then beside it."""
+    for candidate in (folder / rel, folder / rel.split("/", 1)[1]):
+        if candidate.is_file():
+            return candidate
+    raise RecipeError(
+        f"{folder}: the playbook refers to {rel}, which is not there", "import from the playbook's folder"
+    )
+
+
+def import_ansible(session: Session, req: ImportRequest) -> ImportResult:
+    from bake.recipe.load import resolve_targets
+
+    if req.out.exists() and not req.force:
+        raise RecipeError(f"{req.out} exists", "give another -o, or --force to replace it")
+    plays = _plays(req.playbook)
+    folder = req.playbook.parent
+    name = req.name or re.sub(r"[^a-z0-9._-]+", "-", req.playbook.stem.lower()).strip("-.") or "imported"
+    imported = convert(plays, name, req.extends, req.playbook.name, _templates(folder))
+    dest = req.out.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    for src, rel in sorted(imported.files.items()):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_source_of(folder, src), target)
+    if imported.playbooks:
+        play_dir = dest / "ansible"
+        for sub in ANSIBLE_DIRS:
+            if (folder / sub).is_dir():
+                shutil.copytree(folder / sub, play_dir / sub, dirs_exist_ok=True)
+        for playbook, body in imported.playbooks.items():
+            header = (
+                f"# generated by bake import-ansible from {req.playbook.name}: the tasks that stay Ansible\n"
+            )
+            atomic_write(play_dir / playbook, (header + dump(body)).encode())
+    header = (
+        "# yaml-language-server: $schema=https://bake.invalid/schemas/recipe.schema.json\n"
+        f"# generated by bake import-ansible from {req.playbook.name}; review it, then bake it\n"
+    )
+    atomic_write(req.out, (header + dump(imported.recipe)).encode())
+    resolved = resolve_targets(req.out, search_path=[*session.search_path(), folder])
+    return ImportResult(req.out, tuple(imported.report), tuple(imported.playbooks), tuple(resolved))
