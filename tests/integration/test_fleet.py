@@ -98,7 +98,7 @@ def publish_base(context: Bakes, baked_web: Outcome, keys: Path, registry: str) 
     env = env_of(keys, registry, context.state, context.engine.host)
     result = cli.invoke(app, ["publish", str(path), "--json"], env=env)
     assert result.exit_code == 0, result.output
-    return str(json.loads(result.output)["digest"])
+    return str(json.loads(result.stdout)["digest"])
 
 
 def test_a_fresh_runner_builds_on_the_published_parent(
@@ -118,7 +118,7 @@ def test_a_fresh_runner_builds_on_the_published_parent(
         assert [(e["name"], e["wave"]) for e in matrix["include"]] == [("c1", 1)]
         result = cli.invoke(app, ["build", str(folder / "c1.yaml"), "--json"], env=env)
         assert result.exit_code == 0, result.output
-        doc = json.loads(result.output)
+        doc = json.loads(result.stdout)
         pulled = docker.image_id(context.runner, eng, "bake/debian-base:1.0.0")
     # the parent's published bytes, pulled by digest: no bootstrap, no Packer run, no record
     parent = doc["parent"]
