@@ -13,15 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuf.api.metadata import Root, Targets
+from tuf.api.metadata import Metadata, Root, Targets
 
 from bake.app.session import RegistryAccess, Session
 from bake.attest.keys import PublicKey, load_public_key
-from bake.errors import BakeError
+from bake.errors import BakeError, TrustError
+from bake.infra.fsutil import write_file
 from bake.registry import client
+from bake.registry.backend import Registry
 from bake.registry.client import Committed, PendingChange
-from bake.registry.layout import ROOT, SNAPSHOT, TARGETS, TIMESTAMP, Policy, channel_role
-from bake.registry.roles import protect_channel
+from bake.registry.layout import ROOT, SNAPSHOT, TARGETS, TIMESTAMP, Policy, channel_role, metadata_file
+from bake.registry.roles import AnyMetadata, protect_channel
 
 EDITABLE_ROLES = (ROOT, TARGETS)  # the online key (snapshot, timestamp, images) is set at `keys init`
 
@@ -110,11 +112,20 @@ def show(session: Session, access: RegistryAccess, root_out: Path | None = None)
         for name, role in (targets.delegations.roles or {}).items():
             rows.append(RoleKeys(name, tuple(role.keyids), role.threshold, ""))
         if root_out is not None:
-            from bake.infra.fsutil import write_file
-            from bake.registry.roles import serialize
-
-            write_file(root_out, serialize(root))
+            write_file(root_out, _signed_root(w.registry, root))
         return Shown(root.signed.version, tuple(rows), state.policy)
+
+
+def _signed_root(registry: Registry, trusted: AnyMetadata) -> bytes:
+    """The stored bytes of the root version the client trusts, signatures included (the
+    client keeps the verified content only): what a deployer's `--trust root.json` needs."""
+    stored = registry.read_metadata(metadata_file(ROOT, trusted.signed.version))
+    if stored is None or Metadata.from_bytes(stored).signed != trusted.signed:
+        raise TrustError(
+            f"{registry.url} no longer holds root version {trusted.signed.version} as it was verified",
+            "the registry changed meanwhile or was tampered with; run the command again",
+        )
+    return stored
 
 
 def _root_edit(

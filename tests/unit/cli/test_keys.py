@@ -76,3 +76,23 @@ def test_the_online_key_alone_leaves_a_protected_move_pending_and_it_can_be_drop
     run(env, "pending", "--drop", "channel-prod")
     assert "nothing is pending" in run(env, "pending").output
     assert run(env, "resolve", "web@prod", ok=False).exit_code != 0
+
+
+def test_the_root_json_keys_show_writes_is_what_a_deployer_trusts(tmp_path: Path) -> None:
+    env = published(tmp_path)
+    root = tmp_path / "handed-out" / "root.json"
+    run(env, "keys", "show", "--root-out", str(root))
+    deployer = {
+        "BAKE_REGISTRY": env["BAKE_REGISTRY"],
+        "BAKE_TRUST": str(root),
+        "BAKE_STATE_DIR": str(tmp_path / "deploy-host"),
+    }
+    resolved = json.loads(run(deployer, "resolve", "web@1.0.0", "--format", "json").output)
+    assert resolved["version"] == "1.0.0+1"
+    # the same file with a signature gone is refused
+    doc = json.loads(root.read_text())
+    doc["signatures"] = []
+    root.write_text(json.dumps(doc))
+    fresh = {**deployer, "BAKE_STATE_DIR": str(tmp_path / "another-host")}
+    refused = run(fresh, "resolve", "web@1.0.0", ok=False)
+    assert refused.exit_code == 1 and "signed" in refused.output
