@@ -14,6 +14,13 @@ start_dockerd
 
 export PACKER_TMP_DIR="$PWD/.bake/packer-tmp" && mkdir -p "$PACKER_TMP_DIR"
 export BAKE_REGISTRY="dir:$PWD/registry"
+if [ ! -e registry/metadata/1.root.json ]; then
+  # a new registry is made here: what this machine trusted of an earlier one at this path
+  # (a `make demo` before `rm -rf registry`) belongs to another repository
+  python3 -c 'import os, shutil, sys
+from bake.registry.updater import cache_dir, state_base
+shutil.rmtree(cache_dir(state_base(os.environ), sys.argv[1]), ignore_errors=True)' "$BAKE_REGISTRY"
+fi
 key=.bake/keys/demo
 [ -f "$key.key" ] || bake keygen --out "$key"
 export BAKE_SIGNING_KEY="$PWD/$key.key" BAKE_TRUST="$PWD/$key.pub"
