@@ -373,6 +373,11 @@ def open_manifest(
 ) -> FileManifest:
     """Verify a signed manifest of *image_digest* and parse it; raise TrustError if it is not one."""
     stmt = open_statement(envelope, trusted, expect_subject_digest=image_digest)
+    return manifest_of(stmt, image_digest)
+
+
+def manifest_of(stmt: Mapping[str, object], image_digest: str) -> FileManifest:
+    """The manifest a verified statement (about *image_digest*) carries; TrustError if malformed."""
     if stmt.get("predicateType") != FILE_MANIFEST:
         raise TrustError(
             f"the statement is a {stmt.get('predicateType')!r}, not a file manifest",

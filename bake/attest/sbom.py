@@ -7,8 +7,9 @@ derived from the content, no clock read here: the caller passes the timestamp).
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
@@ -102,13 +103,37 @@ def _stanzas(text: str, origin: str) -> Iterator[tuple[int, dict[str, str]]]:
         yield start, fields
 
 
+# `grep -R -H '^License:' --include=copyright /usr/share/doc` prints one of these per line
+_LICENSE_LINE = re.compile(r"/usr/share/doc/([a-z0-9][a-z0-9.+-]*)/copyright:License:[ \t]*(\S.*?)\s*")
+MAX_LICENSES = 20  # per package: a copyright file lists one per stanza, with repeats
+MAX_LICENSE_CHARS = 120
+
+
+def parse_copyright_licenses(text: str) -> dict[str, tuple[str, ...]]:
+    """Licence names by package, from the ``License:`` lines of Debian's machine-readable
+    copyright files (DEP-5) as ``grep -H`` prints them. A package whose copyright file is
+    free text has none: the SBOM then states no licence for it rather than a guess."""
+    found: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        m = _LICENSE_LINE.fullmatch(line)
+        if m is not None:
+            found.setdefault(m.group(1), set()).add(m.group(2)[:MAX_LICENSE_CHARS])
+    return {pkg: tuple(sorted(names)[:MAX_LICENSES]) for pkg, names in sorted(found.items())}
+
+
 def cyclonedx(
-    packages: Iterable[Package], *, image_name: str, image_digest: str, timestamp: str
+    packages: Iterable[Package],
+    *,
+    image_name: str,
+    image_digest: str,
+    timestamp: str,
+    licenses: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, object]:
     """A CycloneDX 1.5 JSON BOM of *packages*, describing the image *image_name*.
 
     *timestamp* is RFC 3339 (e.g. ``2024-05-01T12:00:00Z``), given so output is
-    reproducible.
+    reproducible. *licenses* (package name → licence names, see
+    :func:`parse_copyright_licenses`) become each component's ``licenses``.
     """
     _, image_hex = split_digest(image_digest)
     _check_timestamp(timestamp)
@@ -132,15 +157,15 @@ def cyclonedx(
                 "hashes": [{"alg": "SHA-256", "content": image_hex}],
             },
         },
-        "components": [_component(p) for p in unique],
+        "components": [_component(p, (licenses or {}).get(p.name, ())) for p in unique],
     }
     serial = uuid.uuid5(_SERIAL_NAMESPACE, canonical_json(bom).decode("utf-8"))
     return {"serialNumber": serial.urn, **bom}
 
 
-def _component(p: Package) -> dict[str, object]:
+def _component(p: Package, licenses: Sequence[str] = ()) -> dict[str, object]:
     purl = p.purl
-    return {
+    out: dict[str, object] = {
         "type": "library",
         "bom-ref": purl,
         "name": p.name,
@@ -148,6 +173,9 @@ def _component(p: Package) -> dict[str, object]:
         "purl": purl,
         "properties": [{"name": "bake:dpkg:source", "value": p.source}],
     }
+    if licenses:  # Debian's short names are not all SPDX ids: CycloneDX's `name` form
+        out["licenses"] = [{"license": {"name": name}} for name in licenses]
+    return out
 
 
 def _purl_quote(s: str) -> str:

@@ -24,6 +24,20 @@ def dpkg_status(runner: Runner, engine: Engine, image: str) -> str:
     return runner(call).stdout
 
 
+LICENSE_GREP = ("-R", "-H", "-s", "-E", "--include=copyright", "^License:", "/usr/share/doc")
+
+
+def copyright_licenses(runner: Runner, engine: Engine, image: str) -> str | None:
+    """The `License:` lines of the image's copyright files (for the SBOM's licences), or
+    None when the image has no grep or no such files."""
+    call = engine.call(
+        "run", "--rm", "--network", "none", "--entrypoint", "grep", image, *LICENSE_GREP, check=False
+    )
+    result = runner(call)
+    # grep: 0 found, 1 none, 2 an unreadable file (dangling doc links) beside what it found
+    return result.stdout if result.returncode in (0, 1, 2) and result.stdout.strip() else None
+
+
 def collect_image_manifest(
     runner: Runner,
     engine: Engine,

@@ -36,7 +36,7 @@ from bake.targets.docker import KIND, config, image_repository
 from bake.targets.docker import engine as docker
 from bake.targets.docker import normalize as reproducible
 from bake.targets.docker.engine import Engine
-from bake.targets.docker.evidence import collect_image_manifest, dpkg_status
+from bake.targets.docker.evidence import collect_image_manifest, copyright_licenses, dpkg_status
 from bake.targets.docker.rootfs import ensure_docker_rootfs
 from bake.targets.docker.verify import verify_container_image
 
@@ -200,7 +200,11 @@ class DockerSession:
         volatile = list(artifact.meta.get("volatile") or ())
         entries = collect_image_manifest(runner, eng, artifact.id, volatile)
         files = manifest_predicate(entries, sorted(volatile_set(volatile)))
-        return Evidence(packages=dpkg_status(runner, eng, artifact.id), files=files)
+        return Evidence(
+            packages=dpkg_status(runner, eng, artifact.id),
+            licenses=copyright_licenses(runner, eng, artifact.id),
+            files=files,
+        )
 
     def copy_to(self, artifact: Artifact, registry: Registry, name: str, tag: str) -> Stored:
         pushed = registry.store_image(self.ctx.runner, self.engine.host, artifact.id, name, tag)

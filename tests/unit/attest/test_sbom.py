@@ -9,7 +9,7 @@ import re
 import pytest
 
 from bake.attest.digest import canonical_json, sha256_bytes
-from bake.attest.sbom import CYCLONEDX, Package, cyclonedx, parse_dpkg_status
+from bake.attest.sbom import CYCLONEDX, Package, cyclonedx, parse_copyright_licenses, parse_dpkg_status
 from bake.errors import BakeError
 from tests.conftest import FIXTURES
 
@@ -149,3 +149,34 @@ def test_cyclonedx_rejects_conflicting_duplicates() -> None:
     pkgs = [Package("a", "1", "all", "s1"), Package("a", "1", "all", "s2")]
     with pytest.raises(BakeError, match="listed twice"):
         cyclonedx(pkgs, image_name="web", image_digest=IMAGE, timestamp=WHEN)
+
+
+# --- licences from Debian's machine-readable copyright files ------------------------------
+
+GREP = """/usr/share/doc/curl/copyright:License: curl
+/usr/share/doc/curl/copyright:License: ISC
+/usr/share/doc/curl/copyright:License: curl
+/usr/share/doc/libc6/copyright:License:   LGPL-2.1+\t
+/usr/share/doc/zlib1g/copyright:License:
+/usr/share/doc/../../etc/copyright:License: sneaky
+not a grep line
+"""
+
+
+def test_parse_copyright_licenses() -> None:
+    assert parse_copyright_licenses(GREP) == {"curl": ("ISC", "curl"), "libc6": ("LGPL-2.1+",)}
+
+
+def test_licences_become_component_licenses(packages: list[Package]) -> None:
+    bom = cyclonedx(
+        packages,
+        image_name="web",
+        image_digest=IMAGE,
+        timestamp=WHEN,
+        licenses={"tzdata": ("public-domain",)},
+    )
+    comps = {c["name"]: c for c in bom["components"]}  # type: ignore[attr-defined]
+    assert comps["tzdata"]["licenses"] == [{"license": {"name": "public-domain"}}]
+    assert "licenses" not in comps["zlib1g"]  # none stated: none claimed
+    plain = cyclonedx(packages, image_name="web", image_digest=IMAGE, timestamp=WHEN)
+    assert all("licenses" not in c for c in plain["components"])  # type: ignore[attr-defined]

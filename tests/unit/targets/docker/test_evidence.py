@@ -15,7 +15,7 @@ from bake.errors import BakeError
 from bake.infra import process
 from bake.infra.process import Call, Result
 from bake.targets.docker.engine import Engine
-from bake.targets.docker.evidence import collect_image_manifest
+from bake.targets.docker.evidence import collect_image_manifest, copyright_licenses
 from tests.tars import member, pipe, tar_bytes
 
 IMAGE = sha256_bytes(b"image")
@@ -65,3 +65,23 @@ def test_collect_image_manifest_removes_the_container_when_the_export_fails() ->
     with pytest.raises(BakeError):
         collect_image_manifest(fake.run, ENGINE, "bake/web:1.4.0", streamer=fake.stream)
     assert fake.calls[-1] == ("docker", "rm", "-f", "-v", "c0ffee")
+
+
+# --- licences: the License: lines of the image's copyright files ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("rc", "out", "expected"),
+    [(0, "x:License: MIT\n", "x:License: MIT\n"), (1, "", None), (2, "a\n", "a\n"), (125, "", None)],
+)
+def test_copyright_licenses_runs_grep_without_a_network(rc: int, out: str, expected: str | None) -> None:
+    calls: list[Call] = []
+
+    def run(call: Call, on_line: process.LineSink | None = None) -> Result:
+        calls.append(call)
+        return Result(call.argv, rc, out, "", 0.0)
+
+    assert copyright_licenses(run, ENGINE, "bake/web:1") == expected
+    (call,) = calls
+    assert call.argv[:6] == ("docker", "run", "--rm", "--network", "none", "--entrypoint")
+    assert call.argv[6:8] == ("grep", "bake/web:1") and "/usr/share/doc" in call.argv and not call.check
