@@ -9,6 +9,7 @@ PACKAGES=(
   packer docker.io mmdebstrap skopeo docker-registry    # bakes, images, the test registry
   qemu-utils qemu-system-x86 openssh-client e2fsprogs   # VM images (-t qemu)
   openssl curl ca-certificates git make
+  chromium                                              # catalog pages, checked in a real browser
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
