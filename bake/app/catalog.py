@@ -9,15 +9,17 @@ that is not a catalog is never replaced.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import http.server
 import json
+import multiprocessing
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from bake.deploy.catalog.pictures import children_index, parents_of
 from bake.deploy.outdated import Outdated, find_outdated
 from bake.errors import BakeError
 from bake.infra.fsutil import fsync_dir, replace_dir, temp_name
-from bake.registry.model import format_time
+from bake.registry.client import Snapshot
+from bake.registry.model import ImageDoc, format_time
 
 SCHEMA = "bake.catalog/v1"
 MARKER = "catalog.json"
@@ -101,6 +104,13 @@ class _Site:
             if len(data) > self.largest[1]:
                 self.largest = (rel, len(data))
 
+    def add(self, other: _Site) -> None:
+        """Count what another writer (a worker) wrote into the same folder."""
+        self.pages += other.pages
+        self.size += other.size
+        if other.largest[1] > self.largest[1]:
+            self.largest = other.largest
+
 
 def _check_out(out: Path) -> None:
     """Refuse to replace a folder that a catalog did not write."""
@@ -122,10 +132,93 @@ def _check_out(out: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What every image's pages are made from (shared with forked workers, never pickled)."""
+
+    snapshot: Snapshot
+    docs: Mapping[str, ImageDoc]
+    parents: Mapping[str, Sequence[str]]
+    children: Mapping[str, Sequence[str]]
+    outdated: Sequence[Outdated]
+    trust: TrustInfo
+    root: Path
+
+
+@dataclass
+class _Done:
+    """What writing some images' pages gave: the overview rows and the counts."""
+
+    site: _Site
+    rows: list[OverviewRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    revocations: list[tuple[str, str, str, str]] = field(default_factory=list)
+    versions: int = 0
+
+
+_WORK: list[_Work] = []  # set before the worker processes fork
+
+
+def _write_images(names: Sequence[str]) -> _Done:
+    work = _WORK[0]
+    done = _Done(_Site(work.root))
+    for name in names:
+        walk = ImageWalk(
+            work.snapshot,
+            work.docs[name],
+            parents=work.parents,
+            children=work.children,
+            outdated=work.outdated,
+            now=work.trust.generated,
+        )
+        for page in walk.versions():
+            done.site.write(render.version_path(name, page.version), render.version(page, trust=work.trust))
+            done.versions += 1
+        assert walk.page is not None and walk.row is not None
+        for n in range(1, render.image_page_count(walk.page) + 1):
+            done.site.write(render.image_path(name, n), render.image(walk.page, trust=work.trust, number=n))
+        done.rows.append(walk.row)
+        done.problems.extend(walk.problems)
+        done.revocations.extend((at, name, v, reason) for v, at, reason in walk.page.revocations)
+    return done
+
+
+def _chunks(names: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def _all_images(names: Sequence[str], jobs: int, progress: Progress | None) -> Iterator[_Done]:
+    """Each image's pages, by ``jobs`` processes (forked: they share the verified snapshot
+    as it is in memory; each returns only its rows and counts)."""
+    chunks = _chunks(names, max(1, min(25, len(names) // (jobs * 4) or 1)))
+    finished = 0
+    if jobs <= 1 or len(chunks) < 2:
+        results: Iterator[_Done] = map(_write_images, chunks)
+        for done in results:
+            finished += len(done.rows)
+            if progress is not None:
+                progress(finished, len(names))
+            yield done
+        return
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for done in pool.map(_write_images, chunks):
+            finished += len(done.rows)
+            if progress is not None:
+                progress(finished, len(names))
+            yield done
+
+
 def generate(
-    session: Session, access: RegistryAccess, out: Path, *, progress: Progress | None = None
+    session: Session,
+    access: RegistryAccess,
+    out: Path,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
 ) -> CatalogResult:
-    """Write the catalog of a registry into ``out``."""
+    """Write the catalog of a registry into ``out`` (``jobs`` processes; default: one per
+    CPU)."""
     start = time.perf_counter()
     out = out.resolve()
     _check_out(out)
@@ -134,66 +227,53 @@ def generate(
     names = snapshot.names()
     docs = {name: snapshot.image(name) for name in names}
     parents = {name: parents_of(doc) for name, doc in docs.items()}
-    children = children_index(parents)
-    outdated = find_outdated(snapshot)
     tmp = temp_name(out)
     tmp.mkdir(parents=True)
     site = _Site(tmp.resolve())
     try:
-        rows: list[OverviewRow] = []
-        problems: list[str] = []
-        revocations: list[tuple[str, str, str, str]] = []
-        versions = 0
-        for i, name in enumerate(names, 1):
-            walk = ImageWalk(
-                snapshot,
-                docs[name],
-                parents=parents,
-                children=children,
-                outdated=outdated,
-                now=trust.generated,
-            )
-            for page in walk.versions():
-                site.write(render.version_path(name, page.version), render.version(page, trust=trust))
-                versions += 1
-            assert walk.page is not None and walk.row is not None
-            for n in range(1, render.image_page_count(walk.page) + 1):
-                site.write(render.image_path(name, n), render.image(walk.page, trust=trust, number=n))
-            rows.append(walk.row)
-            problems.extend(walk.problems)
-            revocations.extend((at, name, v, reason) for v, at, reason in walk.page.revocations)
-            if progress is not None:
-                progress(i, len(names))
-        revocations.sort(reverse=True)
-        _overview(site, rows, trust, revocations, outdated, versions)
+        work = _Work(
+            snapshot, docs, parents, children_index(parents), find_outdated(snapshot), trust, site.root
+        )
+        _WORK[:] = [work]
+        total = _Done(site)
+        for done in _all_images(names, jobs or os.cpu_count() or 1, progress):
+            total.rows += done.rows
+            total.problems += done.problems
+            total.revocations += done.revocations
+            total.versions += done.versions
+            site.add(done.site)
+        _WORK.clear()
+        total.revocations.sort(reverse=True)
+        _overview(site, total.rows, trust, total.revocations, work.outdated, total.versions)
         for asset in render.ASSETS:
             site.write(f"assets/{asset}", render.asset(asset), page=False)
-        site.write("assets/search-index.js", render.search_index(rows), page=False)
+        site.write("assets/search-index.js", render.search_index(total.rows), page=False)
         marker = {
             "schema": SCHEMA,
             "registry": snapshot.url,
             "serial": snapshot.serial,
             "generated": trust.generated,
             "images": len(names),
-            "versions": versions,
-            "problems": problems,
+            "versions": total.versions,
+            "problems": total.problems,
         }
         site.write(MARKER, json.dumps(marker, indent=2, sort_keys=True).encode(), page=False)
         fsync_dir(tmp)
         replace_dir(tmp, out)
     finally:
+        _WORK.clear()
         shutil.rmtree(tmp, ignore_errors=True)
     return CatalogResult(
         out,
         snapshot.url,
         snapshot.serial,
         len(names),
-        versions,
+        total.versions,
         site.pages,
         site.size,
         site.largest,
         time.perf_counter() - start,
-        tuple(problems),
+        tuple(total.problems),
     )
 
 
@@ -202,7 +282,7 @@ def _overview(
     rows: list[OverviewRow],
     trust: TrustInfo,
     revocations: list[tuple[str, str, str, str]],
-    outdated: list[Outdated],
+    outdated: Sequence[Outdated],
     versions: int,
 ) -> None:
     totals = {

@@ -40,7 +40,9 @@ _HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u20
 def shown(value: object, limit: int = MAX_TEXT) -> str:
     """A value as page text: control and bidi-override characters made visible (U+FFFD),
     at most ``limit`` characters."""
-    text = _HIDDEN.sub("\ufffd", value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if _HIDDEN.search(text) is not None:
+        text = _HIDDEN.sub("\ufffd", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

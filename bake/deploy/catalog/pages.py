@@ -22,10 +22,10 @@ from bake.deploy.catalog.diff import (
 )
 from bake.deploy.catalog.facts import (
     Attested,
+    Checked,
     Facts,
     Package,
     Provenance,
-    Checked,
     read_facts,
     required_missing,
 )
