@@ -25,6 +25,9 @@ def catalog_command(
         bool, typer.Option("--serve", help="Then serve the folder on 127.0.0.1 until interrupted.")
     ] = False,
     port: Annotated[int, typer.Option("--port", help="Port for --serve (0: any free port).")] = 8000,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Processes writing pages (default: one per CPU).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the registry as a static web site: images, channels, versions, test results,
@@ -41,7 +44,7 @@ def catalog_command(
             reporter.phase("catalog", f"{done}/{total} images")
 
     try:
-        result = catalog.generate(session(), access(registry, trust), out, progress=progress)
+        result = catalog.generate(session(), access(registry, trust), out, jobs=jobs, progress=progress)
     finally:
         reporter.close()
     if as_json:
