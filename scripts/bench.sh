@@ -14,6 +14,8 @@ echo "== digest throughput: bake vs openssl dgst -sha256 (1 GiB)"
 python3 bench/digest_bench.py
 echo "== bake resolve latency: dir: registry, 1,000 images x 20 versions"
 python3 bench/resolve_bench.py
+echo "== bake catalog: 1,000 images x 20 versions, against bake ls --json"
+python3 bench/catalog_bench.py
 echo "== bake build overhead over packer build"
 python3 bench/overhead_bench.py
 echo "== nightly graph: no-op rebuild ratio and -j2 speed-up"

@@ -10,6 +10,7 @@ PACKAGES=(
   qemu-utils qemu-system-x86 openssh-client e2fsprogs   # VM images (-t qemu)
   postgresql                                            # the fleet's metadata store (tests)
   openssl curl ca-certificates git make
+  chromium                                              # catalog pages, checked in a real browser
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

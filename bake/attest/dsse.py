@@ -51,6 +51,15 @@ def verify_envelope(
     first, then every other trusted key, so envelopes from signers that name keys
     differently still verify.
     """
+    return open_envelope(envelope, trusted, payload_type)[0]
+
+
+def open_envelope(
+    envelope: Mapping[str, object],
+    trusted: Sequence[PublicKey],
+    payload_type: str = PAYLOAD_TYPE,
+) -> tuple[bytes, PublicKey]:
+    """:func:`verify_envelope`, and the trusted key whose signature verified."""
     got_type = envelope.get("payloadType")
     if not isinstance(got_type, str):
         raise TrustError("malformed envelope: payloadType is missing or not a string")
@@ -76,8 +85,9 @@ def verify_envelope(
         sig = _b64decode(raw.get("sig"), f"signatures[{i}].sig")
         present.append(keyid or "(no keyid)")
         candidates = sorted(trusted, key=lambda k: k.keyid != keyid)
-        if any(k.verify(sig, signed) for k in candidates):
-            return payload
+        for key in candidates:
+            if key.verify(sig, signed):
+                return payload, key
 
     altered = [k for k in present if k in trusted_ids]
     if altered:

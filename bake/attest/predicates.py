@@ -37,6 +37,7 @@ from bake.targets.base import Evidence
 BUILDER_ID = f"https://bake.invalid/builder/bake@{__version__}"
 BUILD_TYPE = "https://bake.invalid/build-types/packer-{target}/v1"
 CHECKS_NAME = "verify-checks.json"
+SKIPPED_NAME = "verify-skipped.json"  # checks whose `when:` was false for the target
 _INVOCATION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://bake.invalid/invocation")
 
 # One URI scheme per kind of input (resolvedDependencies), each a URI with a scheme:
@@ -163,7 +164,14 @@ def test_results(record: BuildRecord) -> dict[str, object]:
     results = record.verify.get("results") or []
     passed = [str(r["title"]) for r in results if r.get("outcome") == "passed"]
     failed = [str(r["title"]) for r in results if r.get("outcome") not in ("passed", "skipped")]
-    checks = canonical_json(list(record.verify.get("checks") or []))
+    skipped = [
+        {"title": str(r["title"]), "reason": str(r.get("message") or "")}
+        for r in results
+        if r.get("outcome") == "skipped"
+    ]
+    inline = {CHECKS_NAME: canonical_json(list(record.verify.get("checks") or []))}
+    if skipped:  # absent when nothing was skipped: such predicates read as before
+        inline[SKIPPED_NAME] = canonical_json(skipped)
     predicate = test_result(
         result="PASSED" if not failed else "FAILED",
         passed=passed,
@@ -174,16 +182,17 @@ def test_results(record: BuildRecord) -> dict[str, object]:
                 "uri": input_uri("recipe", record),
                 "digest": digest_set(record.inputs.get("recipe") or record.bake_key),
             },
-            (CHECKS_NAME, sha256_bytes(checks)),
+            *((n, sha256_bytes(d)) for n, d in inline.items()),
         ],
     )
     # the checks themselves, inline (an in-toto ResourceDescriptor may carry `content`),
-    # so that `bake drift` can re-run exactly what verified the image
+    # so that `bake drift` can re-run exactly what verified the image; and the checks
+    # skipped by their `when:`, which the predicate's own lists have no place for
     config = predicate["configuration"]
     assert isinstance(config, list)
     for item in config:
-        if isinstance(item, dict) and item.get("name") == CHECKS_NAME:
-            item["content"] = base64.b64encode(checks).decode()
+        if isinstance(item, dict) and item.get("name") in inline:
+            item["content"] = base64.b64encode(inline[str(item["name"])]).decode()
             item["mediaType"] = "application/json"
     return predicate
 
@@ -192,23 +201,35 @@ def test_results(record: BuildRecord) -> dict[str, object]:
 test_results.__test__ = False  # type: ignore[attr-defined]  # a function attribute pytest reads
 
 
-def checks_from_test_result(stmt: Mapping[str, object]) -> list[dict[str, object]]:
-    """The verify checks a test-result attestation carries (empty if none)."""
+def _inline(stmt: Mapping[str, object], name: str) -> object:
+    """The JSON content a test-result's configuration carries under *name* (None if absent)."""
     predicate = stmt.get("predicate")
     config = predicate.get("configuration") if isinstance(predicate, dict) else None
     for item in config if isinstance(config, list) else []:
-        if (
-            isinstance(item, dict)
-            and item.get("name") == CHECKS_NAME
-            and isinstance(item.get("content"), str)
-        ):
+        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get("content"), str):
             raw = base64.b64decode(item["content"])
             digest = item.get("digest", {})
             if isinstance(digest, dict) and sha256_bytes(raw) != f"sha256:{digest.get('sha256')}":
-                raise BakeError("the verify checks in the test-result attestation do not match their digest")
-            data = json.loads(raw)
-            return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
-    return []
+                raise BakeError(f"{name} in the test-result attestation does not match its digest")
+            return json.loads(raw)
+    return None
+
+
+def checks_from_test_result(stmt: Mapping[str, object]) -> list[dict[str, object]]:
+    """The verify checks a test-result attestation carries (empty if none)."""
+    data = _inline(stmt, CHECKS_NAME)
+    return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
+
+def skipped_from_test_result(stmt: Mapping[str, object]) -> list[tuple[str, str]]:
+    """The checks a test result records as skipped by their `when:`: (title, reason)."""
+    data = _inline(stmt, SKIPPED_NAME)
+    out = []
+    for item in data if isinstance(data, list) else []:
+        if not (isinstance(item, dict) and isinstance(item.get("title"), str)):
+            raise BakeError(f"{SKIPPED_NAME} in the test-result attestation is not a list of checks")
+        out.append((item["title"], str(item.get("reason") or "")))
+    return out
 
 
 def image_of(record: BuildRecord, subject: tuple[str, str], tag: str | None = None) -> sbom.Image:

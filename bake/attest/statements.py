@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from bake.attest.digest import canonical_json, split_digest
-from bake.attest.dsse import sign_envelope, verify_envelope
+from bake.attest.dsse import open_envelope, sign_envelope
 from bake.attest.keys import PublicKey, SigningKey
 from bake.errors import BakeError, TrustError
 
@@ -50,7 +50,16 @@ def open_statement(
 
     With *expect_subject_digest*, one of the statement's subjects must have that digest.
     """
-    payload = verify_envelope(envelope, trusted)
+    return open_signed_statement(envelope, trusted, expect_subject_digest)[0]
+
+
+def open_signed_statement(
+    envelope: Mapping[str, object],
+    trusted: Sequence[PublicKey],
+    expect_subject_digest: str | None = None,
+) -> tuple[dict[str, object], PublicKey]:
+    """:func:`open_statement`, and the trusted key whose signature verified."""
+    payload, signer = open_envelope(envelope, trusted)
     try:
         stmt = json.loads(
             payload,
@@ -83,7 +92,7 @@ def open_statement(
                 f"its subjects are [{', '.join('sha256:' + h for h in found) or 'none'}]",
                 hint="this attestation belongs to another image",
             )
-    return stmt
+    return stmt, signer
 
 
 def digest_set(d: str) -> dict[str, str]:

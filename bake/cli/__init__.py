@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from bake import __version__
-from bake.cli import build, deploy, keys, recipes, registry
+from bake.cli import build, catalog, deploy, keys, recipes, registry
 from bake.ui.options import DEBUG
 from bake.ui.output import line
 
@@ -54,6 +54,7 @@ COMMANDS = (
     ("fetch", deploy.fetch),
     ("pin", deploy.pin),
     ("drift", deploy.drift),
+    ("catalog", catalog.catalog_command),
     ("sign", keys.sign),
     ("pending", keys.pending),
 )

@@ -84,6 +84,15 @@ class Trust:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RoleKeys:
+    """Who signs a role of the verified metadata: its key ids and how many must sign."""
+
+    role: str
+    keyids: tuple[str, ...]
+    threshold: int
+
+
 def _none(*_args: str) -> None:
     return None
 
@@ -101,6 +110,7 @@ class Snapshot:
     policy: Policy = field(default_factory=Policy)
     protected: tuple[str, ...] = ()  # channels with their own keys and threshold
     attestation_keys: tuple[PublicKey, ...] = ()  # who signs attestations (the images role)
+    roles: tuple[RoleKeys, ...] = ()  # keys and thresholds of the roles the client verified
     _names: Callable[[], list[str]] = field(default=list, repr=False, compare=False)
     _target: Callable[[str], bytes | None] = field(default=_none, repr=False, compare=False)
     _stored: Callable[[str], bytes] = field(default=_missing, repr=False, compare=False)
@@ -210,6 +220,15 @@ def _protected(view_targets: Targets) -> tuple[str, ...]:
     )
 
 
+def _role_keys(view: View, targets: Targets) -> tuple[RoleKeys, ...]:
+    root = view.metadata(ROOT).signed
+    assert isinstance(root, Root)
+    found = [RoleKeys(name, tuple(r.keyids), r.threshold) for name, r in root.roles.items()]
+    delegated = (targets.delegations.roles or {}) if targets.delegations is not None else {}
+    found += [RoleKeys(name, tuple(r.keyids), r.threshold) for name, r in delegated.items()]
+    return tuple(found)
+
+
 def _snapshot(view: View) -> Snapshot:
     targets = view.metadata(TARGETS).signed
     assert isinstance(targets, Targets)
@@ -226,6 +245,7 @@ def _snapshot(view: View) -> Snapshot:
         policy,
         _protected(targets),
         _attestation_keys(view),
+        _role_keys(view, targets),
         _names=names,
         _target=view.target,
         _stored=view.registry.read_target,

@@ -94,6 +94,7 @@ class Evidence:
     """What an artifact holds, for its attestations."""
 
     packages: str | None = None  # the dpkg status database (SBOM)
+    licenses: str | None = None  # `License:` lines of /usr/share/doc/*/copyright (SBOM licences)
     files: Mapping[str, object] | None = None  # the file-manifest predicate (drift)
     # machine-readable /usr/share/doc/PKG/copyright files by package (SBOM licences)
     copyrights: Mapping[str, str] | None = None

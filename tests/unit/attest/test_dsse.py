@@ -134,3 +134,12 @@ def test_malformed_envelope(key: SigningKey, change: dict[str, object], message:
     env = {**sign_envelope(b"x", key), **change}
     with pytest.raises(TrustError, match=f"malformed envelope: {message}"):
         verify_envelope(env, [key.public])
+
+
+def test_open_envelope_names_the_key_that_verified() -> None:
+    from bake.attest.dsse import open_envelope
+
+    signer, other = SigningKey.generate(), SigningKey.generate()
+    env = sign_envelope(b"x", signer)
+    payload, key = open_envelope(env, [other.public, signer.public])
+    assert payload == b"x" and key.keyid == signer.keyid
