@@ -38,7 +38,8 @@ def verify_dsse_layers(repo: str, layers: list[dict[str, Any]], pub: Path, image
     from bake.attest.keys import load_public_key
 
     ours = load_public_key(pub)
-    key = sslib_signer.SSlibKey.from_crypto(ours.key, keyid=ours.keyid)
+    key = ours.key
+    assert isinstance(key, sslib_signer.SSlibKey) and key.keyid == ours.keyid
     host, _, name = repo.partition("/")
     for layer in layers:
         url = f"http://{host}/v2/{name}/blobs/{layer['digest']}"

@@ -27,7 +27,7 @@ from bake.cli import app
 from bake.errors import VerifyError
 from bake.infra import packer, process
 from bake.plan import Plan, plan_recipe
-from bake.record import find_good, load
+from bake.record import find_good, load, record_path
 from bake.registry import client
 from bake.registry.backend import open_registry
 from bake.targets import loop
@@ -73,6 +73,7 @@ def ssh_dirs() -> set[str]:
 def leftover_disks(state: Path) -> list[Path]:
     """Disk files that are not a kept base disk or a good bake's disk."""
     kept = set(state.glob("vm-bases/*/disk.qcow2")) | set(state.glob("images/qemu/*/*/*.qcow2"))
+    kept |= set(state.glob("published/*/*.qcow2"))  # parents fetched from a registry
     disks = [p for pat in ("**/*.qcow2", "**/*.raw", "**/*.img") for p in state.glob(pat)]
     return [p for p in disks if p not in kept and p.name != "initrd.img"]
 
@@ -414,40 +415,6 @@ def test_vm_published_to_an_oci_registry_and_fetched(
     _fetch_and_check(env, baked_vm_web.record.to_json(), tmp_path / "deploy" / "web.qcow2")
 
 
-def test_a_fresh_runner_builds_a_vm_on_the_published_parent_disk(
-    baked_vm_web: Outcome, vm_state: Path, keys: Path, recipe_dir: Path, tmp_path: Path, ssh_before: set[str]
-) -> None:
-    """A new state folder bakes a changed child of debian-base: the registry's disk, kernel
-    and initrd of debian-base are fetched by digest and built on — no mmdebstrap, no base
-    disk, no Packer run for the parent — and the child's provenance names their digest."""
-    url = f"dir:{tmp_path / 'registry'}"
-    base = baked_vm_web.parents[0]
-    env = _cli_env(vm_state, keys, url)
-    _ok(env, "publish", str(vm_state / "records" / "debian-base" / "qemu" / f"{base.bake_key[7:]}.json"))
-    child = recipe_dir / "vm-child.yaml"
-    child.write_text(
-        "name: vm-child\nversion: 0.1.0\nextends: debian-base\ntargets: {qemu: {}}\n"
-        "steps:\n  - file: {dest: /etc/vm-child, content: built-on-the-published-disk}\n"
-        "verify:\n  - file: {path: /etc/vm-child, contains: built-on-the-published-disk}\n"
-    )
-    fresh = tmp_path / "fresh-runner"
-    build = ("build", str(child), "-t", "qemu", "--offline", "--json")
-    doc = json.loads(_ok(_cli_env(fresh, keys, url), *build))
-    assert doc["ok"] and doc["verify"]["failed"] == 0 and doc["verify"]["passed"] == 5
-    assert doc["parent"]["published"] == "1.0.0+1" and doc["parent"]["digest"] == base.artifact.digest
-    assert not (fresh / "vm-bases").exists() and not (fresh / "records" / "debian-base").exists()
-    assert not (fresh / "bootstrap").exists()
-    (fetched,) = fresh.glob("published/debian-base-*/debian-base.qcow2")
-    assert sha256_file(fetched) == base.artifact.digest
-    pub = doc["published"]
-    snap = client.read(open_registry(url), client.Trust((keys / "ci.pub",), tmp_path / "reader"))
-    assert snap.image("vm-child").versions[pub["version"]].parent == "debian-base@1.0.0+1"
-    envelope = snap.attestation("vm-child", pub["version"], "provenance", pub["attestations"]["provenance"])
-    predicate = json.dumps(json.loads(base64.b64decode(json.loads(envelope)["payload"]))["predicate"])
-    assert str(base.artifact.digest).removeprefix("sha256:") in predicate
-    assert_nothing_left(fresh, ssh_before)
-
-
 def test_drift_of_a_live_vm_against_its_signed_manifest(
     baked_vm_web: Outcome, vm_state: Path, keys: Path, tmp_path: Path, ssh_before: set[str]
 ) -> None:
@@ -468,7 +435,7 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
         assert clean.exit_code == 0, clean.output
         doc = json.loads(clean.stdout)
         assert doc["ok"] is True and doc["files"]["clean"] is True
-        assert doc["checks"]["failed"] == 0 and doc["checks"]["passed"] == 12
+        assert doc["checks"]["failed"] == 0 and doc["checks"]["passed"] == 13
 
         change = (
             "echo '# by hand' >> /etc/nginx/conf.d/site.conf; touch /etc/added-by-hand; systemctl stop nginx"
@@ -486,15 +453,35 @@ def test_drift_of_a_live_vm_against_its_signed_manifest(
     assert_nothing_left(vm_state, ssh_before)
 
 
-def test_playground_with_an_ansible_play_bakes_as_a_vm(
-    baked_vm_web: Outcome, vm_ctx: BakeContext, info: packer.PackerInfo, ssh_before: set[str]
+def test_playground_with_an_ansible_play_bakes_as_a_vm_on_a_fresh_runner(
+    baked_vm_web: Outcome,
+    vm_ctx: BakeContext,
+    vm_state: Path,
+    keys: Path,
+    info: packer.PackerInfo,
+    tmp_path: Path,
+    ssh_before: set[str],
 ) -> None:
     """The playground recipe (every new module, a loop, a handler, and a play with a local
-    role over SSH) on the module's debian-base disk; QEMU's user network reaches this host's
-    loopback at 10.0.2.2, where get_url's files are served."""
+    role over SSH) baked by a fresh runner — a new state folder — whose registry holds the
+    module's debian-base: the parent's disk, kernel and initrd are fetched by digest and
+    built on, never baked again, and the child's provenance names their published digest.
+    QEMU's user network reaches this host's loopback at 10.0.2.2, where get_url's files are
+    served."""
     from dataclasses import replace
 
+    from bake.app.publish import find_published, publish_records
+    from bake.app.session import RegistryAccess, Session
     from tests.integration.test_playground import PLAYGROUND, SERVED, TOKEN, Seen, serve
+
+    url = f"dir:{tmp_path / 'registry'}"
+    base = baked_vm_web.parents[0]
+    _ok(
+        _cli_env(vm_state, keys, url), "publish", str(record_path(vm_state, base.name, "qemu", base.bake_key))
+    )
+    fresh = tmp_path / "fresh-runner"
+    session = Session.load(ROOT, {**_cli_env(fresh, keys, url), "BAKE_PLAY_TOKEN": TOKEN})
+    access = RegistryAccess(url, (str(keys / "ci.pub"),), str(keys / "ci.key"))
 
     server = serve("127.0.0.1", SERVED)
     served = next(server)
@@ -508,7 +495,13 @@ def test_playground_with_an_ansible_play_bakes_as_a_vm(
             search_path=[RECIPES],
         )
         seen = Seen([])
-        ctx = replace(vm_ctx, environ={**vm_ctx.environ, "BAKE_PLAY_TOKEN": TOKEN}, runner=seen.runner)
+        ctx = replace(
+            vm_ctx,
+            state=fresh,
+            environ={**environ(fresh), "BAKE_PLAY_TOKEN": TOKEN},
+            runner=seen.runner,
+            published=find_published(session, access),
+        )
         t0 = time.monotonic()
         out = bake_vm(ctx, p)
         seconds = time.monotonic() - t0
@@ -517,15 +510,26 @@ def test_playground_with_an_ansible_play_bakes_as_a_vm(
     rec = out.record
     assert rec.good and rec.verify["method"] == "booted-vm", rec.error
     assert rec.verify["failed"] == 0 and rec.verify["passed"] == len(rec.verify["results"])
-    # built on the disk the module baked for web's parent, not on a new debian-base
-    assert [r.bake_key for r in out.parents] == [baked_vm_web.parents[0].bake_key]
+    # built on the published debian-base, fetched by digest: no mmdebstrap, no base disk
+    assert out.parents == () and rec.parent is not None
+    assert rec.parent["published"] == "1.0.0+1" and rec.parent["digest"] == base.artifact.digest
+    assert not (fresh / "vm-bases").exists() and not (fresh / "records" / "debian-base").exists()
+    (fetched,) = fresh.glob("published/debian-base-*/debian-base.qcow2")
+    assert sha256_file(fetched) == base.artifact.digest
     assert "/tools.tar.gz" in served.requests
     text = "\n".join(seen.lines)
     for task in ("render the greeting", "settings in app.ini", "greeting changed", "PLAY RECAP"):
         assert task in text, task
     assert not any(TOKEN in line for line in seen.lines)
-    for path in vm_ctx.state.rglob("*"):
+    for path in fresh.rglob("*"):
         if path.is_file() and path.suffix not in (".qcow2", ".img") and path.name != "vmlinuz":
             assert TOKEN.encode() not in path.read_bytes(), path
-    assert_nothing_left(vm_ctx.state, ssh_before)
+    assert_nothing_left(fresh, ssh_before)
     print(f"playground VM bake: {seconds:.1f} s")
+    # published, the child's provenance names the parent's published digest
+    (pub,) = publish_records(session, [rec], access)
+    snap = client.read(open_registry(url), client.Trust((keys / "ci.pub",), tmp_path / "reader"))
+    assert snap.image(rec.name).versions[pub.version].parent == "debian-base@1.0.0+1"
+    envelope = snap.attestation(rec.name, pub.version, "provenance", pub.attestations["provenance"])
+    predicate = json.dumps(json.loads(base64.b64decode(json.loads(envelope)["payload"]))["predicate"])
+    assert str(base.artifact.digest).removeprefix("sha256:") in predicate
