@@ -33,6 +33,11 @@ SEMVER_RE = (
 MODE_RE = r"^0?[0-7]{3,4}$"
 DIGEST_REF_RE = r"^[^@\s]+@sha256:[0-9a-f]{64}$"
 VAR_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# what reaches mmdebstrap on the host: a suite name, a mirror URL, package names (never an
+# option, never a second argument: see bake.targets.bootstrap.check_inputs)
+SUITE_RE = r"^[a-z0-9][a-z0-9.+_-]{0,63}$"
+MIRROR_RE = r"^(?:https?|file)://[^\s,'\"\\]+$"
+PACKAGE_RE = r"^[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:_-]+)?$"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_RE)]
 Mode = Annotated[str, StringConstraints(pattern=MODE_RE)]
@@ -48,12 +53,13 @@ class Bootstrap(Model):
     """A root filesystem built from a Debian mirror with mmdebstrap (no image hub)."""
 
     distro: Literal["debian"] = "debian"
-    suite: NonEmpty = "bookworm"
-    mirror: str | None = Field(
-        default=None, description="Mirror URL; default: the Debian mirror in the host's apt sources"
+    suite: Annotated[str, StringConstraints(pattern=SUITE_RE)] = "bookworm"
+    mirror: Annotated[str, StringConstraints(pattern=MIRROR_RE)] | None = Field(
+        default=None,
+        description="Mirror URL (http, https or file); default: the Debian mirror in the host's apt sources",
     )
     variant: Literal["minbase", "buildd", "required", "important", "standard"] = "minbase"
-    include: tuple[NonEmpty, ...] = ()
+    include: tuple[Annotated[str, StringConstraints(pattern=PACKAGE_RE)], ...] = ()
 
 
 class Base(Model):

@@ -111,7 +111,7 @@ def private_dockerd(runner: Runner, folder: Path, timeout: float = 60.0) -> Iter
 
 
 def inspect_image(runner: Runner, eng: Engine, ref: str) -> dict[str, Any] | None:
-    result = runner(eng.call("image", "inspect", ref, check=False))
+    result = runner(eng.call("image", "inspect", "--", ref, check=False))
     if result.returncode != 0:
         return None
     data = json.loads(result.stdout)
@@ -124,7 +124,7 @@ def image_id(runner: Runner, eng: Engine, ref: str) -> str | None:
 
 
 def tag(runner: Runner, eng: Engine, source: str, target: str) -> None:
-    runner(eng.call("tag", source, target))
+    runner(eng.call("tag", "--", source, target))
 
 
 def run_detached(
@@ -142,7 +142,7 @@ def run_detached(
         argv += ["--label", f"{k}={v}"]
     if entrypoint is not None:
         argv += ["--entrypoint", entrypoint]
-    argv += [image, *args]
+    argv += ["--", image, *args]
     return runner(eng.call(*argv)).stdout.strip()
 
 
@@ -150,7 +150,7 @@ def remove_container(runner: Runner, eng: Engine, ref: str, attempts: int = 5) -
     """Remove a container, retrying: right after a container exits, the daemon can still be
     tearing it down and refuse (`removal already in progress`, `device or resource busy`)."""
     for attempt in range(attempts):
-        result = runner(eng.call("rm", "-f", "-v", ref, check=False))
+        result = runner(eng.call("rm", "-f", "-v", "--", ref, check=False))
         if result.returncode == 0 or "No such container" in result.stderr + result.stdout:
             return
         time.sleep(0.5 * (attempt + 1))
@@ -166,6 +166,6 @@ def containers(runner: Runner, eng: Engine, label: str | None = None, all_: bool
 
 
 def container_state(runner: Runner, eng: Engine, ref: str) -> dict[str, Any]:
-    out = runner(eng.call("inspect", "--format", "{{json .State}}", ref)).stdout
+    out = runner(eng.call("inspect", "--format", "{{json .State}}", "--", ref)).stdout
     state: dict[str, Any] = json.loads(out)
     return state

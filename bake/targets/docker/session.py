@@ -143,7 +143,7 @@ class DockerSession:
             work=work / "reproducible",
         )
         if out.image_id != raw_image:
-            self.ctx.runner(self.engine.call("rmi", "--no-prune", raw_image, check=False))
+            self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", raw_image, check=False))
         return out.image_id, out.manifest_digest
 
     def _artifact(self, plan: Plan, image_id: str, digest: str | None, tags: Sequence[str]) -> Artifact:
@@ -191,7 +191,7 @@ class DockerSession:
 
     def discard(self, plan: Plan, built: Built) -> None:
         # the key tag must not make a later bake of the same key look reusable
-        self.ctx.runner(self.engine.call("rmi", "--no-prune", _mine(built).key_tag, check=False))
+        self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", _mine(built).key_tag, check=False))
 
     # --- publishing ---------------------------------------------------------------------
 
