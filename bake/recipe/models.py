@@ -207,6 +207,8 @@ class Step(Model):
             present = [m for m in MODULES if m in data]
             if len(present) != 1:
                 raise ValueError(_one_of_message("step", "module", MODULES, present, data))
+            if data[present[0]] is None:
+                raise ValueError(f"`{present[0]}` needs a value")
         return data
 
     @property
@@ -294,6 +296,8 @@ class Check(Model):
             present = [c for c in CHECKS if c in data]
             if len(present) != 1:
                 raise ValueError(_one_of_message("check", "kind", CHECKS, present, data))
+            if data[present[0]] is None:
+                raise ValueError(f"`{present[0]}` needs a value")
         return data
 
     @property
