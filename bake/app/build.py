@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bake import targets
@@ -18,7 +18,7 @@ from bake.app.session import RegistryAccess, Session
 from bake.infra import process
 from bake.plan import Plan, plan_recipe
 from bake.recipe.models import Bootstrap
-from bake.targets import loop
+from bake.targets import loop, runs
 from bake.targets.base import BakeOptions, Outcome
 from bake.ui.progress import PlainReporter, Reporter
 
@@ -115,10 +115,11 @@ def build_one(session: Session, req: BuildRequest, reporter: Reporter) -> BuildR
         hit = published_version(session, req.registry, plan.name, plan.key)
         if hit is not None:
             return BuildResult(plan, registry_version=hit)
-    ctx = session.bake_context(reporter)
+    run = runs.new_run(session.state, session.environ)
+    ctx = replace(session.bake_context(reporter), run=run)
     repro: Reproducibility | None = None
     published: PublishResult | None = None
-    with process.terminate_as_interrupt(), target.session(ctx) as tsession:
+    with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
         if req.check_reproducible:
             outcome, second, diffs = loop.check_reproducible(target, tsession, ctx, plan)
             a, b = outcome.record.artifact.digest, second.record.artifact.digest
@@ -186,8 +187,9 @@ def build_all(
     up = upstream(req.offline)
     search = [req.folder, *session.search_path()]
     started = time.monotonic()
-    ctx = session.bake_context(PlainReporter(verbose=req.verbose))
-    with process.terminate_as_interrupt(), target.session(ctx) as tsession:
+    run = runs.new_run(session.state, session.environ)
+    ctx = replace(session.bake_context(PlainReporter(verbose=req.verbose)), run=run)
+    with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
 
         def work(node: graph.Node) -> graph.NodeResult:
             t0 = time.monotonic()
@@ -198,7 +200,7 @@ def build_all(
                     return graph.NodeResult(
                         node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
                     )
-            node_ctx = session.bake_context(PlainReporter(verbose=req.verbose))
+            node_ctx = replace(session.bake_context(PlainReporter(verbose=req.verbose)), run=run)
             outcome = loop.bake(
                 target, tsession, node_ctx, p, BakeOptions(force=req.force, verify=req.verify)
             )

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bake.plan import Plan
     from bake.record import BuildRecord
     from bake.registry.backend import Registry
+    from bake.targets.runs import Run
     from bake.ui.progress import Reporter
     from bake.verify.run import VerifyReport
 
@@ -118,6 +119,7 @@ class BakeContext:
     environ: Mapping[str, str]
     spawn: Spawner = process.spawn
     clock: Callable[[], datetime] = _utcnow
+    run: Run | None = None  # the run of `bake build` (its id and journal: bake.targets.runs)
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,11 @@ def bake(
         out = bake(target, session, ctx, plan.parent, BakeOptions(verify=opts.verify, cold=opts.cold))
         parent, parents = out.record.artifact, (*out.parents, out.record)
     started = time.monotonic()  # a parent's bake has its own record and total
+    work = work_dir(ctx.state, plan)
+    if ctx.run is not None:  # in the run's journal before anything is made for the bake
+        ctx.run.note(plan.name, plan.target, plan.key, work)
     base = session.base(plan, parent, opts)
     timings: dict[str, float] = dict(base.timings)
-    work = work_dir(ctx.state, plan)
     t0 = time.monotonic()
     with session.packer_inputs(plan, base, work) as inputs:
         events = run_packer(ctx, plan, inputs, work)
@@ -132,7 +134,11 @@ def run_packer(
     each with when it arrived."""
     template = write_tree(compile_plan(plan), work / "template")
     env, sensitive = secret_env(plan, ctx.environ)
-    tmp = Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
+    tmp = (
+        ctx.run.tmp
+        if ctx.run is not None
+        else Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
+    )
     tmp.mkdir(parents=True, exist_ok=True)
     env.update(inputs.env)
     env["PACKER_TMP_DIR"] = str(tmp)

@@ -28,10 +28,14 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 class Engine:
     host: str
     private: bool = False
+    labels: tuple[tuple[str, str], ...] = ()  # on every container bake creates (its run's id)
 
     @property
     def env(self) -> dict[str, str]:
         return {"DOCKER_HOST": self.host}
+
+    def label_args(self) -> tuple[str, ...]:
+        return tuple(arg for k, v in self.labels for arg in ("--label", f"{k}={v}"))
 
     def call(self, *argv: str, check: bool = True, timeout: float | None = None) -> Call:
         return Call(argv=("docker", *argv), env=self.env, check=check, timeout=timeout)
@@ -137,7 +141,7 @@ def run_detached(
     args: tuple[str, ...] = (),
     labels: Mapping[str, str] | None = None,
 ) -> str:
-    argv = ["run", "-d", "--name", name]
+    argv = ["run", "-d", "--name", name, *eng.label_args()]
     for k, v in sorted((labels or {}).items()):
         argv += ["--label", f"{k}={v}"]
     if entrypoint is not None:
@@ -163,6 +167,21 @@ def containers(runner: Runner, eng: Engine, label: str | None = None, all_: bool
     if label:
         argv += ["--filter", f"label={label}"]
     return runner(eng.call(*argv)).stdout.split()
+
+
+def containers_of_run(runner: Runner, eng: Engine, label: str, tmp: Path) -> list[str]:
+    """The containers a run made: labelled with its id, or mounting its Packer folder
+    (Packer's build container, which bake cannot label)."""
+    found = set(containers(runner, eng, label))
+    every = containers(runner, eng)
+    if every:
+        fmt = "{{.Id}}{{range .Mounts}} {{.Source}}{{end}}"
+        out = runner(eng.call("inspect", "--format", fmt, "--", *every, check=False)).stdout
+        for row in out.splitlines():
+            cid, *sources = row.split(" ")
+            if any(s == str(tmp) or s.startswith(f"{tmp}/") for s in sources):
+                found.add(cid)
+    return sorted(found)
 
 
 def container_state(runner: Runner, eng: Engine, ref: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def collect_image_manifest(
     """
     vol = volatile_set(volatile)
     # The entrypoint only satisfies `docker create` for images without one; nothing runs.
-    labels = ("--label", f"{DRIFT_LABEL}=manifest")
+    labels = ("--label", f"{DRIFT_LABEL}=manifest", *engine.label_args())
     create = engine.call("create", "--network", "none", *labels, "--entrypoint", "/bin/true", "--", image)
     cid = runner(create).stdout.strip()
     try:

@@ -553,7 +553,8 @@ def _export_layer(
 ) -> Layer:
     # A container is created (never started) for its filesystem; the entrypoint only
     # satisfies `docker create` for an image without one.
-    create = ("create", "--network", "none", "--label", f"{LABEL}=export", "--entrypoint", "/bin/true")
+    create = ("create", "--network", "none", "--label", f"{LABEL}=export", *engine.label_args())
+    create = (*create, "--entrypoint", "/bin/true")
     cid = runner(engine.call(*create, "--", image_id)).stdout.strip()
     try:
         blobs = layout / "blobs" / "sha256"
