@@ -36,7 +36,7 @@ def defer_http_fetcher() -> None:
 
 
 def _resolve(argv: list[str]) -> int:
-    from bake.ui.output import error
+    from bake.ui.output import error, line
 
     parser = argparse.ArgumentParser(prog="bake resolve", add_help=False)
     parser.add_argument("spec")
@@ -63,7 +63,7 @@ def _resolve(argv: list[str]) -> int:
             raise
         error(exc, args.as_json)
         return exc.exit_code
-    sys.stdout.write(out.rstrip("\n") + "\n")
+    line(out.rstrip("\n"))
     return 0
 
 

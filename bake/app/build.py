@@ -21,7 +21,7 @@ from bake.app.session import RegistryAccess, Session
 from bake.infra import process
 from bake.plan import Plan, plan_recipe
 from bake.recipe.models import Bootstrap
-from bake.targets import loop
+from bake.targets import loop, runs
 from bake.targets.base import BakeOptions, Outcome, Target
 from bake.ui.progress import PlainReporter, Reporter
 
@@ -149,12 +149,13 @@ def coordinated(
 def _bake_one(
     session: Session, req: BuildRequest, reporter: Reporter, target: Target, plan: Plan
 ) -> BuildResult:
-    ctx = session.bake_context(reporter)
+    run = runs.new_run(session.state, session.environ)
+    ctx = replace(session.bake_context(reporter), run=run)
     if req.registry is not None and not req.check_reproducible:
         ctx = replace(ctx, published=find_published(session, req.registry))
     repro: Reproducibility | None = None
     published: PublishResult | None = None
-    with process.terminate_as_interrupt(), target.session(ctx) as tsession:
+    with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
         if req.check_reproducible:
             outcome, second, diffs = loop.check_reproducible(target, tsession, ctx, plan)
             a, b = outcome.record.artifact.digest, second.record.artifact.digest
@@ -222,8 +223,9 @@ def build_all(
     up = upstream(req.offline)
     search = [req.folder, *session.search_path()]
     started = time.monotonic()
-    ctx = session.bake_context(PlainReporter(verbose=req.verbose))
-    with process.terminate_as_interrupt(), target.session(ctx) as tsession:
+    run = runs.new_run(session.state, session.environ)
+    ctx = replace(session.bake_context(PlainReporter(verbose=req.verbose)), run=run)
+    with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
 
         def work(node: graph.Node) -> graph.NodeResult:
             t0 = time.monotonic()
@@ -241,7 +243,7 @@ def build_all(
                 return bake_node(node, p, t0)
 
         def bake_node(node: graph.Node, p: Plan, t0: float) -> graph.NodeResult:
-            node_ctx = session.bake_context(PlainReporter(verbose=req.verbose))
+            node_ctx = replace(session.bake_context(PlainReporter(verbose=req.verbose)), run=run)
             if req.registry is not None:
                 node_ctx = replace(node_ctx, published=find_published(session, req.registry))
             outcome = loop.bake(

@@ -1,14 +1,17 @@
 """`bake drift`: is a running instance still the image it was baked from?
 
 The live instance is compared with the signed file manifest of its published image, then
-the image's own verify checks (carried in its signed test-result) run against it.
+the image's own verify checks (carried in its signed test-result) run against it. Those
+run on this machine, in a child with a minimal environment (bake.verify.run); raw
+`testinfra:` checks are Python from the attestation, so they run only when the operator
+asks (``--allow-python-checks``) and are reported skipped otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from bake.registry.client import Snapshot
 from bake.targets.docker.engine import Engine
 from bake.verify.run import VerifyReport
 
+PYTHON_CHECKS_SKIPPED = "a raw Python check from the attestation: runs only with --allow-python-checks"
+
 
 @dataclass(frozen=True)
 class DriftRequest:
@@ -29,6 +34,7 @@ class DriftRequest:
     target: str = "docker"
     checks: bool = True
     ssh_config: Path | None = None
+    python_checks: bool = False  # run raw `testinfra:` checks too (Python from the attestation)
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
     from bake.deploy.instances import testinfra_host
     from bake.deploy.resolve import find_by_digest, resolve
     from bake.recipe.models import Check
-    from bake.verify.run import run_checks
+    from bake.verify.run import run_checks, skipped_results
 
     read = session.reader(access)
     snap = read.snapshot
@@ -104,17 +110,24 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
                 expect_subject_digest=res.digest,
             )
             checks = [Check.model_validate(c) for c in checks_from_test_result(stmt)]
+            held = [(c, PYTHON_CHECKS_SKIPPED) for c in checks if c.testinfra and not req.python_checks]
+            run = [c for c in checks if not c.testinfra or req.python_checks]
             if checks:
                 verify = run_checks(
                     session.runner,
-                    eng.env if eng is not None else {},
+                    eng.env if eng is not None else _ssh_agent(session.environ),
                     testinfra_host(req.host),
                     res.name,
-                    checks,
+                    run,
                     session.state / "drift" / res.name,
                     (f"--ssh-config={req.ssh_config.resolve()}",) if req.ssh_config else (),
-                )
+                ).with_skipped(skipped_results(held))
     return DriftResult(res, req.host, report, verify)
+
+
+def _ssh_agent(environ: Mapping[str, str]) -> dict[str, str]:
+    """An ssh:// instance is reached with the operator's ssh agent, if there is one."""
+    return {k: environ[k] for k in ("SSH_AUTH_SOCK",) if k in environ}
 
 
 def _attestation(snap: Snapshot, res: Resolution, kind: str) -> bytes:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bake.app.publish import PublishResult, publish_records
-from bake.app.session import RegistryAccess, Session
+from bake.app.session import RegistryAccess, Session, Writer
 from bake.deploy import changes
 from bake.deploy.outdated import Outdated, find_outdated
+from bake.errors import BakeError
 from bake.record import load
 from bake.registry import client
 from bake.registry.client import Snapshot
@@ -35,10 +36,11 @@ def keygen(session: Session, out: Path, *, force: bool = False, kind: str = "ed2
     """A key pair, ed25519 or ECDSA P-256 (private key 0600; passphrase from
     BAKE_KEY_PASSPHRASE)."""
     from bake.attest.keys import load_public_key, write_keypair
-    from bake.registry.trust import passphrase
+    from bake.registry.trust import new_key_passphrase
 
+    secret = new_key_passphrase(session.environ)
     out.parent.mkdir(parents=True, exist_ok=True)
-    private, public = write_keypair(out, passphrase(session.environ), force=force, kind=kind)
+    private, public = write_keypair(out, secret, force=force, kind=kind)
     return KeyPair(private, public, load_public_key(public).keyid)
 
 
@@ -52,6 +54,7 @@ class Changed:
     serial: int
     summary: tuple[str, ...]
     pending: tuple[str, ...] = ()  # roles whose new version waits for more signatures
+    warnings: tuple[str, ...] = ()  # the change is in the registry; something local is not
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -59,7 +62,20 @@ class Changed:
             "serial": self.serial,
             "changes": list(self.summary),
             "pending": list(self.pending),
+            "warnings": list(self.warnings),
         }
+
+
+def remember(w: Writer) -> tuple[Snapshot | None, tuple[str, ...]]:
+    """After a commit, this machine's trust state takes the registry's new state (a replay
+    of older metadata is then refused here). The registry's result is what counts: when the
+    local state cannot be written (a full disk), that is a warning, and the command that
+    changed the registry still succeeds — a retry would apply the change twice."""
+    try:
+        return client.read(w.registry, w.trust), ()
+    except (OSError, BakeError) as e:
+        why = e.message if isinstance(e, BakeError) else (e.strerror or str(e))
+        return None, (f"warning: the registry has the change, but this machine did not record it: {why}",)
 
 
 def _apply(session: Session, access: RegistryAccess, plan: Callable[[Snapshot], Change]) -> Changed:
@@ -70,7 +86,8 @@ def _apply(session: Session, access: RegistryAccess, plan: Callable[[Snapshot], 
         summary = tuple(
             f"pending (needs more signatures: bake sign {r}): {s}" for r in committed.pending for s in summary
         )
-    return Changed(committed.serial, summary, committed.pending)
+    _, warnings = remember(w) if change.docs else (None, ())
+    return Changed(committed.serial, summary, committed.pending, warnings)
 
 
 def promote(session: Session, access: RegistryAccess, spec: str, channel: str) -> Changed:
@@ -79,9 +96,16 @@ def promote(session: Session, access: RegistryAccess, spec: str, channel: str) -
     return _apply(session, access, lambda snap: changes.plan_promote(snap, spec, channel, at=at))
 
 
-def rollback(session: Session, access: RegistryAccess, name: str, channel: str) -> Changed:
+def rollback(
+    session: Session, access: RegistryAccess, name: str, channel: str, expect: str | None = None
+) -> Changed:
+    """Move a channel back to its previous known-good version. With ``expect`` (the version
+    the caller saw as the head) it is idempotent: a retry after a rollback from ``expect``
+    changes nothing, and a channel someone else moved meanwhile is left alone."""
     at = session.now()
-    return _apply(session, access, lambda snap: changes.plan_rollback(snap, name, channel, at=at))
+    return _apply(
+        session, access, lambda snap: changes.plan_rollback(snap, name, channel, at=at, expect=expect)
+    )
 
 
 def revoke(session: Session, access: RegistryAccess, spec: str, reason: str, *, cascade: bool) -> Changed:
@@ -96,10 +120,11 @@ def revoke(session: Session, access: RegistryAccess, spec: str, reason: str, *, 
 @dataclass(frozen=True)
 class Refreshed:
     serial: int
-    expires: str
+    expires: str | None  # None: not read back (see warnings)
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": True, "serial": self.serial, "expires": self.expires}
+        return {"ok": True, "serial": self.serial, "expires": self.expires, "warnings": list(self.warnings)}
 
 
 def refresh(session: Session, access: RegistryAccess) -> Refreshed:
@@ -107,8 +132,8 @@ def refresh(session: Session, access: RegistryAccess) -> Refreshed:
     well within the timestamp's lifetime, so clients never see the registry frozen."""
     w = session.writer(access)
     done = client.refresh(w.registry, w.trust, w.signers, now=session.now())
-    snap = client.read(w.registry, w.trust)
-    return Refreshed(done.serial, snap.expires)
+    snap, warnings = remember(w)
+    return Refreshed(done.serial, snap.expires if snap else None, warnings)
 
 
 @dataclass(frozen=True)

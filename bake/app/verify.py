@@ -5,14 +5,14 @@ initrd beside it)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bake import targets
 from bake.app.session import Session
 from bake.infra import packer, process
 from bake.plan import plan_recipe
-from bake.targets import loop
+from bake.targets import loop, runs
 from bake.ui.progress import Reporter
 from bake.verify.run import VerifyReport
 
@@ -37,6 +37,7 @@ def verify_image(session: Session, req: VerifyRequest, reporter: Reporter) -> Ve
         extra_vars=req.extra_vars,
         search_path=session.search_path(),
     )
-    ctx = session.bake_context(reporter)
-    with process.terminate_as_interrupt(), target.session(ctx) as tsession:
+    run = runs.new_run(session.state, session.environ)
+    ctx = replace(session.bake_context(reporter), run=run)
+    with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
         return loop.verify_only(tsession, plan, req.image)

@@ -29,7 +29,7 @@ def resolve(
     """Print the image reference by digest, after the TUF client's checks (signatures,
     freshness, rollback), revocation, the test gate and the artifact's bytes."""
     res = deploy.resolve(session(), access(registry, trust), spec, target, lock)
-    typer.echo(deploy.render(res, "json" if as_json else fmt).rstrip("\n"))
+    line(deploy.render(res, "json" if as_json else fmt).rstrip("\n"))
 
 
 @handled
@@ -104,13 +104,22 @@ def drift(
     ssh_config: Annotated[
         Path | None, typer.Option("--ssh-config", help="ssh_config file for ssh:// hosts (ssh -F).")
     ] = None,
+    allow_python_checks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-python-checks",
+            help="Also run the image's raw `testinfra:` checks: Python from its attestation, run on "
+            "this machine (in a child without your credentials).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a live instance with the signed file manifest of its image, then re-run the
-    image's verify checks against it. Exit 0 when clean, 1 when drifted."""
+    image's verify checks against it (raw Python checks only with --allow-python-checks).
+    Exit 0 when clean, 1 when drifted."""
     from bake.deploy.drift import render_text
 
-    req = DriftRequest(image, host, target, not no_checks, ssh_config)
+    req = DriftRequest(image, host, target, not no_checks, ssh_config, allow_python_checks)
     result = check_drift(session(), access(registry, trust), req)
     if as_json:
         print_json(result.to_json())
@@ -119,8 +128,11 @@ def drift(
         line(f"{res.name}@{res.version} ({res.digest[:19]}) on {host}")
         line(render_text(result.files))
         if result.checks is not None:
-            failed = result.checks.failed
-            line(f"verify checks: {len(result.checks.results) - len(failed)} passed, {len(failed)} failed")
+            failed, skipped = result.checks.failed, result.checks.skipped
+            counts = f"{len(result.checks.passed)} passed, {len(failed)} failed"
+            if skipped:
+                counts += f", {len(skipped)} skipped (raw Python checks need --allow-python-checks)"
+            line(f"verify checks: {counts}")
             for r in failed:
                 first = r.message.splitlines()[0] if r.message else r.outcome
                 line(f"  ✗ {r.title}: {first}")

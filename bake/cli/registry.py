@@ -10,8 +10,9 @@ import typer
 
 from bake.app import registry as reg
 from bake.app.registry import Changed
+from bake.textsafe import one_line
 from bake.ui.options import JsonOpt, KeyOpt, RegistryOpt, SignWithOpt, TrustOpt, access, handled, session
-from bake.ui.output import line, print_json
+from bake.ui.output import line, print_json, warn
 
 
 @handled
@@ -54,6 +55,7 @@ def _show_change(change: Changed, as_json: bool) -> None:
         return
     for s in change.summary:
         line(s)
+    warn(change.warnings)
 
 
 @handled
@@ -74,14 +76,23 @@ def promote(
 def rollback(
     name: Annotated[str, typer.Argument(help="Image name.")],
     channel: Annotated[str, typer.Argument(help="Channel to move back.")],
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            help="The head you saw (NAME@CHANNEL's version): roll back only from it; a retry after "
+            "that rollback changes nothing.",
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     trust: TrustOpt = None,
     key: KeyOpt = None,
     sign_with: SignWithOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Move a channel back to its previous known-good version."""
-    _show_change(reg.rollback(session(), access(registry, trust, key, sign_with), name, channel), as_json)
+    """Move a channel back to its previous known-good version (safe to retry with --expect)."""
+    change = reg.rollback(session(), access(registry, trust, key, sign_with), name, channel, expect)
+    _show_change(change, as_json)
 
 
 @handled
@@ -113,7 +124,8 @@ def refresh(
     if as_json:
         print_json(done.to_json())
     else:
-        line(f"snapshot version {done.serial}, timestamp expires {done.expires}")
+        line(f"snapshot version {done.serial}, timestamp expires {done.expires or '(not read back)'}")
+        warn(done.warnings)
 
 
 @handled
@@ -142,7 +154,7 @@ def history(
         print_json(hist.to_json())
         return
     for v in hist.versions:
-        flag = f"  REVOKED: {v['revoked']}" if v["revoked"] else ""
+        flag = f"  REVOKED: {one_line(str(v['revoked']))}" if v["revoked"] else ""
         line(f"{v['created']}  {name}@{v['version']}  key {str(v['bake_key'])[7:19]}{flag}")
     for c, entries in hist.channels.items():
         for e in entries:

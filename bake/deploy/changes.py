@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bake.errors import BakeError
+from bake.errors import BakeError, RegistryError
 from bake.registry import semver
 from bake.registry.client import Snapshot
 from bake.registry.model import Change, cascade, image_ref, is_revoked, promote, revoke, rollback, split_spec
+from bake.textsafe import one_line
 
 _USAGE = 2
 
@@ -29,8 +30,24 @@ def plan_promote(snapshot: Snapshot, spec: str, channel: str, *, at: datetime) -
     return Change({name: updated}, (f"{image_ref(name, channel)}: {old} -> {head}",))
 
 
-def plan_rollback(snapshot: Snapshot, name: str, channel: str, *, at: datetime) -> Change:
+def plan_rollback(
+    snapshot: Snapshot, name: str, channel: str, *, at: datetime, expect: str | None = None
+) -> Change:
+    """Roll ``channel`` back one step. With ``expect``: only from that head; when the last
+    move of the channel was a rollback away from ``expect``, the retry is a no-op."""
     doc = snapshot.image(name)
+    found = doc.channels.get(channel)
+    if expect is not None and found is not None and found.current != expect:
+        history = found.history
+        if len(history) >= 2 and history[-1].action == "rollback" and history[-2].version == expect:
+            return Change(
+                {}, (f"{image_ref(name, channel)} was already rolled back from {expect} to {found.current}",)
+            )
+        raise RegistryError(
+            f"{image_ref(name, channel)} points to {found.current}, not {expect}: nothing was rolled back",
+            f"someone moved it meanwhile; see `bake history {name}`, then roll back with --expect "
+            f"{found.current} if that is still what you want",
+        )
     updated = rollback(doc, channel, at=at)
     old, new = doc.channels[channel].current, updated.channels[channel].current
     return Change({name: updated}, (f"{image_ref(name, channel)}: {old} -> {new} (rollback)",))
@@ -63,7 +80,7 @@ def plan_revoke(
     ]
     docs = {name: updated}
     lines = [
-        f"revoked {image_ref(name, v)}: {updated.revocations[v].reason}"
+        f"revoked {image_ref(name, v)}: {one_line(updated.revocations[v].reason)}"
         for v in sorted(updated.revocations)
         if v not in doc.revocations
     ]

@@ -169,7 +169,7 @@ def check_drift(
     if instance.scheme == "docker":
         if engine is None:
             raise BakeError(f"checking {host_url} needs a Docker engine")
-        runner(engine.call("container", "inspect", "--format", "{{.Id}}", instance.host))
+        runner(engine.call("container", "inspect", "--format", "{{.Id}}", "--", instance.host))
     env = os.environ if environ is None else environ
     with live_entries(engine, instance, vol, streamer=streamer, environ=env, ssh_config=ssh_config) as live:
         return compare(manifest_entries, live, vol, instance=host_url, image=image_digest)

@@ -64,7 +64,7 @@ def parse_instance(url: str) -> Instance:
 
 
 def export_call(engine: Engine, container: str) -> Call:
-    return engine.call("export", container, timeout=TIMEOUT)
+    return engine.call("export", "--", container, timeout=TIMEOUT)
 
 
 def ssh_call(

@@ -18,6 +18,7 @@ from bake.errors import BakeError
 from bake.infra.fsutil import write_file
 from bake.registry.client import Snapshot
 from bake.registry.model import format_time, image_ref, is_revoked
+from bake.textsafe import one_line
 
 LOCK_FILE = "bake.lock"
 LOCK_SCHEMA = "bake.lock/v2"
@@ -101,7 +102,7 @@ def _check_pin(p: Pin, snapshot: Snapshot, gate: Gate) -> list[Finding]:
         found.append(Finding("changed", "error", p, message))
     if is_revoked(doc, p.version):
         r = doc.revocations[p.version]
-        found.append(Finding("revoked", "error", p, f"{where} was revoked at {r.at}: {r.reason}"))
+        found.append(Finding("revoked", "error", p, f"{where} was revoked at {r.at}: {one_line(r.reason)}"))
     else:
         found += _gate(p, snapshot, gate)
     try:

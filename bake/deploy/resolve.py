@@ -15,12 +15,18 @@ from typing import Any
 
 from bake.attest.digest import is_digest
 from bake.errors import BakeError, RegistryError, TrustError
+from bake.registry import semver
 from bake.registry.client import Snapshot
 from bake.registry.model import (
+    TargetOutput,
     did_you_mean,
     image_ref,
+    output_problems,
+    reference_ok,
     select,
     split_spec,
+    validate_channel,
+    validate_name,
 )
 
 FORMATS = ("text", "json", "env", "tfvars")
@@ -92,6 +98,33 @@ def _check_ref(ref: str, where: str) -> None:
         )
 
 
+def check_values(res: Resolution) -> None:
+    """Every value a deployer gets must match its grammar (name, version, digest,
+    reference, artifact id …) before any output format sees it: a newline in a signed ref
+    would otherwise add a line to an env file (``LD_PRELOAD=…``), a ``\\r`` break a tfvars
+    file. Refused, never escaped: what was signed is wrong."""
+    where = image_ref(res.name, res.version)
+    output = TargetOutput(res.digest, res.ref, res.artifact_id, res.image_id, res.files)
+    problems = output_problems(output)
+    if res.layout_ref is not None and not reference_ok(res.layout_ref):
+        problems.append("layout_ref must be oci-layout:PATH@sha256:…")
+    if not semver.is_version(res.version):
+        problems.append("the version must be a semantic version")
+    if not all(is_digest(d) for d in res.attestations.values()):
+        problems.append("attestations must be sha256 digests")
+    try:
+        validate_name(res.name)
+        if res.channel is not None:
+            validate_channel(res.channel)
+    except BakeError as e:
+        problems.append(e.message)
+    if problems:
+        raise TrustError(
+            f"{where!r} ({res.target}) from {res.registry}: refused: {problems[0]}",
+            "the registry's signed metadata holds a malformed value; nothing was printed",
+        )
+
+
 def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
     """``NAME@VERSION|CHANNEL|latest`` + target -> the verified build output to deploy.
 
@@ -111,9 +144,7 @@ def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
             did_you_mean(target, picked.build.targets)
             or f"its targets: {', '.join(sorted(picked.build.targets))}",
         )
-    if output.ref is not None:
-        _check_ref(output.ref, f"{where} ({target})")
-    return Resolution(
+    res = Resolution(
         name=name,
         spec=spec,
         version=picked.version,
@@ -130,6 +161,10 @@ def resolve(snapshot: Snapshot, spec: str, target: str) -> Resolution:
         versions=snapshot.versions.to_json(),
         files=dict(output.files),
     )
+    check_values(res)
+    if output.ref is not None:
+        _check_ref(output.ref, f"{where} ({target})")
+    return res
 
 
 # --------------------------------------------------------------------------- formats
@@ -147,6 +182,7 @@ def format_resolution(res: Resolution, fmt: str) -> str:
     """Render for people (``text``), tools (``json``), shells and env files (``env``:
     ``BAKE_IMAGE_REF=…``) or Terraform (``tfvars``: ``image_ref``, ``image_digest``,
     ``artifact_id``). Ends with a newline."""
+    check_values(res)
     if fmt == "json":
         return json.dumps(res.to_json(), indent=2, sort_keys=True) + "\n"
     if fmt == "env":

@@ -13,14 +13,21 @@ verified by digest on pull, VM files by `bake fetch`.)
 Re-hashing hundreds of MiB on every resolve would make it slow, so a blob that hashed
 right is remembered by (device, inode, size, mtime, ctime). ctime cannot be set from user
 space: any write, or an attempt to restore the mtime afterwards, changes it, so a changed
-blob is always hashed again.
+blob is always hashed again. The cache is advisory: each entry carries an HMAC under a
+per-machine key (a 0600 random secret in the state folder, bound to that file's own device,
+inode and ctime), so an entry someone else wrote — anyone who can write the state folder,
+a CI cache restored from another job — is useless, and a blob without a valid entry is
+hashed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +35,7 @@ from bake.attest.digest import sha256_file
 from bake.attest.statements import SLSA_PROVENANCE, TEST_RESULT, open_statement
 from bake.deploy.resolve import Resolution
 from bake.errors import TrustError
-from bake.infra.fsutil import write_cache
+from bake.infra.fsutil import atomic_write, write_cache
 from bake.registry.client import Snapshot
 from bake.registry.images import layout_tag, parse_layout_ref
 from bake.registry.model import LAYOUT_SCHEME, absolute_ref
@@ -97,20 +104,69 @@ def _stamp(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-class HashCache:
-    """Blobs already hashed right, by file identity; a small JSON file in the state folder."""
+CACHE_FILE = "verified-blobs.json"
+KEY_FILE = "verified-blobs.key"
+_KEY_BYTES = 32
 
-    def __init__(self, path: Path | None):
-        self.path = path
+
+def machine_key(state: Path) -> bytes | None:
+    """The key of this machine's blob cache: a random secret in ``state/KEY_FILE`` (0600,
+    ours, made on first use) mixed with the device, inode and ctime of that file, so a copy
+    of it restored elsewhere keys nothing. None when the file cannot be trusted (not a
+    regular file of ours, readable by others) or made: the cache is then not used."""
+    path = state / KEY_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            try:
+                atomic_write(path, os.urandom(_KEY_BYTES), mode=0o600, replace=False)
+            except FileExistsError:
+                pass  # another process made it meanwhile
+            except OSError:
+                return None
+            continue
+        except OSError:
+            return None
+        try:
+            st, secret = os.fstat(fd), os.read(fd, _KEY_BYTES + 1)
+        finally:
+            os.close(fd)
+        ours = stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+        if not ours or len(secret) != _KEY_BYTES:
+            return None
+        return hashlib.sha256(secret + f"|{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}".encode()).digest()
+    return None
+
+
+class HashCache:
+    """Blobs already hashed right, by file identity; a small JSON file in the state folder
+    whose entries count only with a valid HMAC under ``key`` (no key: nothing is cached)."""
+
+    def __init__(self, path: Path | None, key: bytes | None = None):
+        self.path = path if key is not None else None
+        self.key = key or b""
         self.known: dict[str, str] = {}
         self.dirty = False
-        if path is not None:
+        if self.path is not None:
             try:
-                data = json.loads(path.read_text())
-                if isinstance(data, dict):
-                    self.known = {str(k): str(v) for k, v in data.items()}
+                data = json.loads(self.path.read_text())
             except (OSError, ValueError):
-                self.known = {}
+                data = None
+            for k, v in data.items() if isinstance(data, dict) else ():
+                if self._valid(str(k), v):
+                    self.known[str(k)] = v["digest"]
+
+    def _valid(self, entry: str, value: object) -> bool:
+        if not isinstance(value, dict):
+            return False
+        digest, mac = value.get("digest"), value.get("mac")
+        if not isinstance(digest, str) or not isinstance(mac, str):
+            return False
+        return hmac.compare_digest(mac, self._mac(entry, digest))
+
+    def _mac(self, entry: str, digest: str) -> str:
+        return hmac.new(self.key, f"{entry}\n{digest}".encode(), hashlib.sha256).hexdigest()
 
     def digest(self, path: Path) -> str:
         key = f"{path}|{_stamp(path.stat())}"
@@ -125,7 +181,8 @@ class HashCache:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        write_cache(self.path, dict(list(self.known.items())[-10000:]))
+        kept = list(self.known.items())[-10000:]
+        write_cache(self.path, {k: {"digest": d, "mac": self._mac(k, d)} for k, d in kept})
 
 
 def _check_blob(layout: Path, digest: str, what: str, cache: HashCache) -> Path:
@@ -156,7 +213,7 @@ def check_layout_image(ref: str, cache: HashCache | None = None) -> None:
 def default_cache(environ: Mapping[str, str] | None = None) -> HashCache:
     env = os.environ if environ is None else environ
     base = Path(env["BAKE_STATE_DIR"]) if env.get("BAKE_STATE_DIR") else Path.home() / ".local/state/bake"
-    return HashCache(base / "verified-blobs.json")
+    return HashCache(base / CACHE_FILE, machine_key(base))
 
 
 def localize(res: Resolution, registry_url: str) -> Resolution:

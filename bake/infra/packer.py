@@ -52,11 +52,11 @@ def detect(runner: Runner, binary: str = "packer") -> PackerInfo:
 def validate_argv(
     info: PackerInfo, template: Path, variables: Mapping[str, str] | None = None
 ) -> tuple[str, ...]:
-    return (info.binary, "validate", *_var_args(variables), str(template))
+    return (info.binary, "validate", *_var_args(variables), "--", str(template))
 
 
 def init_argv(info: PackerInfo, template: Path) -> tuple[str, ...]:
-    return (info.binary, "init", str(template))
+    return (info.binary, "init", "--", str(template))
 
 
 def build_argv(
@@ -69,7 +69,7 @@ def build_argv(
     flags = ["-machine-readable", "-color=false", "-on-error=cleanup"]
     if force:
         flags.append("-force")
-    return (info.binary, "build", *flags, *_var_args(variables), str(template))
+    return (info.binary, "build", *flags, *_var_args(variables), "--", str(template))
 
 
 def _var_args(variables: Mapping[str, str] | None) -> list[str]:

@@ -10,13 +10,18 @@ sensitive are replaced by ``<redacted>`` in everything we keep or show.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
+import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,10 @@ ENV_ALLOW = (
     "NO_PROXY",
 )
 
+# What a child that runs code someone else wrote gets (a recipe's or an attestation's
+# testinfra checks): no credentials, no registry or signing secrets, no proxy settings.
+ENV_MINIMAL = ("PATH", "LANG", "LC_ALL", "TZ")
+
 INSTALL_HINTS = {
     "packer": "install Packer: `apt-get install packer` (Debian) or from the HashiCorp releases",
     "docker": "install Docker: `apt-get install docker.io`",
@@ -100,6 +109,7 @@ class Call:
     check: bool = True
     sensitive: tuple[str, ...] = ()
     interrupt: signal.Signals = signal.SIGINT
+    isolated: bool = False  # only ENV_MINIMAL and `env` reach the child, nothing else of ours
 
 
 LineSink = Callable[[str], None]
@@ -109,18 +119,64 @@ class Runner(Protocol):
     def __call__(self, call: Call, on_line: LineSink | None = None) -> Result: ...
 
 
+REDACTED = "<redacted>"
+MIN_LINE = 4  # a line of a multi-line secret shorter than this is left alone ("{", "}")
+MIN_ENCODED = 8  # an encoded fragment shorter than this could occur by chance
+
+
+def _base64_fragments(raw: bytes) -> set[str]:
+    """What ``raw`` looks like inside any base64 text, at each of the three alignments it
+    can have there: the characters that depend on its bytes alone (standard and URL-safe
+    alphabets, so both `Basic …` headers and JWT-style strings are covered)."""
+    out = set()
+    for k in range(3):
+        encoded = base64.b64encode(b"\0" * k + raw).decode("ascii")
+        start, end = (8 * k + 5) // 6, (8 * (k + len(raw))) // 6
+        fragment = encoded[start:end]
+        if len(fragment) >= MIN_ENCODED:
+            out |= {fragment, fragment.replace("+", "-").replace("/", "_")}
+    return out
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every form in which ``secret`` may show up in output: itself, each line of a
+    multi-line value (a PEM key, JSON credentials: output is redacted line by line), and
+    its base64, URL-encoded and JSON-escaped forms."""
+    if not secret:
+        return set()
+    forms = {secret}
+    lines = [x.strip() for x in secret.splitlines()]
+    lines = [x for x in lines if len(x) >= MIN_LINE] if len(lines) > 1 else []
+    forms |= set(lines)
+    for value in {secret, secret.strip()}:
+        forms |= {urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
+    for value in {secret, secret.strip(), *lines}:  # lines too: an encoded PEM may be cut
+        forms |= _base64_fragments(value.encode())
+    return {f for f in forms if f}
+
+
+@functools.lru_cache(maxsize=32)
+def _redactor(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    forms = set().union(*(secret_forms(s) for s in secrets)) if secrets else set()
+    if not forms:
+        return None
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "<redacted>")
-    return text
+    """``text`` with every form of every secret (see :func:`secret_forms`) replaced."""
+    pattern = _redactor(tuple(secrets))
+    return text if pattern is None else pattern.sub(REDACTED, text)
 
 
-def child_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    extra: Mapping[str, str], base: Mapping[str, str] | None = None, *, isolated: bool = False
+) -> dict[str, str]:
     source = os.environ if base is None else base
-    env = {k: source[k] for k in ENV_ALLOW if k in source}
+    env = {k: source[k] for k in (ENV_MINIMAL if isolated else ENV_ALLOW) if k in source}
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    env["CHECKPOINT_DISABLE"] = "1"  # Packer: no update checks (no network here, and faster)
+    if not isolated:
+        env["CHECKPOINT_DISABLE"] = "1"  # Packer: no update checks (no network here, and faster)
     env.update(extra)
     return env
 
@@ -139,7 +195,7 @@ def _popen(call: Call, stdout: int | IO[bytes], stderr: int) -> subprocess.Popen
             stdin=subprocess.PIPE if call.input is not None else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            env=child_env(call.env),
+            env=child_env(call.env, isolated=call.isolated),
             cwd=os.fspath(call.cwd) if call.cwd else None,
             start_new_session=True,
         )

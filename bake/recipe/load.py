@@ -82,7 +82,7 @@ def load_doc(path: Path) -> _Doc:
     return _Doc(path=path, source=source, name=name, extends=extends)
 
 
-def find_parent(name: str, child: Path, search_path: Sequence[Path]) -> Path:
+def find_parent(name: str, child: Path, search_path: Sequence[Path], source: Source | None = None) -> Path:
     folders = [child.parent, *search_path]
     for folder in folders:
         candidate = folder / f"{name}.yaml"
@@ -91,6 +91,8 @@ def find_parent(name: str, child: Path, search_path: Sequence[Path]) -> Path:
     known = sorted({p.stem for f in folders if f.is_dir() for p in f.glob("*.yaml")})
     near = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean `{near[0]}`?" if near else f"looked in: {', '.join(map(str, folders))}"
+    if source is not None:
+        raise source.error(("extends",), f"parent recipe `{name}` not found", hint)
     raise RecipeError(f"{child}: extends: parent recipe `{name}` not found", hint)
 
 
@@ -110,7 +112,7 @@ def load_chain(path: Path, search_path: Sequence[Path] = ()) -> list[_Doc]:
         doc = load_doc(current)
         seen[current] = doc.name
         docs.append(doc)
-        current = find_parent(doc.extends, current, search_path) if doc.extends else None
+        current = find_parent(doc.extends, current, search_path, doc.source) if doc.extends else None
     return docs
 
 

@@ -54,6 +54,12 @@ from bake.recipe.modules import (
     UserModule,
 )
 
+# what reaches mmdebstrap on the host: a suite name, a mirror URL, package names (never an
+# option, never a second argument: see bake.targets.bootstrap.check_inputs)
+SUITE_RE = r"^[a-z0-9][a-z0-9.+_-]{0,63}$"
+MIRROR_RE = r"^(?:https?|file)://[^\s,\x27\x22\\]+$"  # no space, comma or quote
+PACKAGE_RE = r"^[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:_-]+)?$"
+
 __all__ = [
     "DIGEST_REF_RE",
     "MODE_RE",
@@ -75,12 +81,13 @@ class Bootstrap(Model):
     """A root filesystem built from a Debian mirror with mmdebstrap (no image hub)."""
 
     distro: Literal["debian"] = "debian"
-    suite: NonEmpty = "bookworm"
-    mirror: str | None = Field(
-        default=None, description="Mirror URL; default: the Debian mirror in the host's apt sources"
+    suite: Annotated[str, StringConstraints(pattern=SUITE_RE)] = "bookworm"
+    mirror: Annotated[str, StringConstraints(pattern=MIRROR_RE)] | None = Field(
+        default=None,
+        description="Mirror URL (http, https or file); default: the Debian mirror in the host's apt sources",
     )
     variant: Literal["minbase", "buildd", "required", "important", "standard"] = "minbase"
-    include: tuple[NonEmpty, ...] = ()
+    include: tuple[Annotated[str, StringConstraints(pattern=PACKAGE_RE)], ...] = ()
 
 
 class Base(Model):
@@ -189,6 +196,8 @@ class Step(Model):
             present = [m for m in MODULES if m in data]
             if len(present) != 1:
                 raise ValueError(_one_of_message("step", "module", MODULES, present, data))
+            if data[present[0]] is None:
+                raise ValueError(f"`{present[0]}` needs a value")
         return data
 
     @model_validator(mode="after")
@@ -305,6 +314,8 @@ class Check(Model):
             present = [c for c in CHECKS if c in data]
             if len(present) != 1:
                 raise ValueError(_one_of_message("check", "kind", CHECKS, present, data))
+            if data[present[0]] is None:
+                raise ValueError(f"`{present[0]}` needs a value")
         return data
 
     @property

@@ -11,14 +11,21 @@ is an error, so a secret can never end up in a rendered file, script or log line
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
-from collections.abc import Callable, Mapping
+import functools
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 import jinja2.meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import jinja2.runtime
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 from bake.errors import RecipeError
 from bake.recipe.source import Loc, Source, format_loc
@@ -53,8 +60,124 @@ def secret_marker(name: str) -> str:
     return f"{SECRET_MARK}{name}{SECRET_END}"
 
 
+MAX_TEXT = 1 << 20  # what a value may grow to, like a recipe file
+MAX_NUMBER = 1 << 20  # an integer argument of a call or filter: a width, a count
+MAX_POWER_BITS = 4096
+MAX_LOOPS = 1_000_000  # range() items one string may iterate over
+RENDER_SECONDS = 5.0  # how long a string with {% statements %} may take to render
+_loops: contextvars.ContextVar[list[int]] = contextvars.ContextVar("bake_loops")
+
+
+class TooLong(Exception):
+    """A recipe string took longer to render than RENDER_SECONDS."""
+
+
+class RecipeSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, bounded: recipes are shared code, and `bake validate`
+    may run on someone else's. No value grows over MAX_TEXT (``'a' * 10**9``,
+    ``x|center(10**9)``), no power over MAX_POWER_BITS, range() yields at most MAX_LOOPS
+    items per string, and a string with statements renders for at most RENDER_SECONDS."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = {name: _bounded(f) for name, f in self.filters.items()}
+        self.globals["range"] = _counted_range
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        big = operator == "**" and _ints(left, right) and right > 0 and abs(left) > 1
+        if big and right * abs(left).bit_length() > MAX_POWER_BITS:
+            raise SecurityError(f"{left} ** {right} is too large a number for a recipe")
+        if operator == "*":
+            size = max(_size(left) * _number(right), _size(right) * _number(left))
+            if size > MAX_TEXT:
+                raise SecurityError(f"a value of {size} items is over the limit of {MAX_TEXT}")
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _check_numbers(args, kwargs)
+        return super().call(context, obj, *args, **kwargs)
+
+
+def _ints(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple) else 0
+
+
+def _number(value: Any) -> int:
+    return value if _ints(value) else 0
+
+
+def _check_numbers(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if _ints(value) and abs(value) > MAX_NUMBER:
+            raise SecurityError(f"{value} is too large an argument in a recipe (at most {MAX_NUMBER})")
+
+
+def _bounded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)  # keeps Jinja2's pass_context/pass_environment marks
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_numbers(args, kwargs)
+        return fn(*args, **kwargs)
+
+    return bounded
+
+
+class _CountedRange(Sequence[int]):
+    """range() for recipes: every item iterated over is counted against MAX_LOOPS."""
+
+    def __init__(self, items: range) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[int]:
+        budget = _loops.get(None)
+        for item in self.items:
+            if budget is not None:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise SecurityError(f"loops of over {MAX_LOOPS} iterations in one recipe value")
+            yield item
+
+
+def _counted_range(*args: int) -> _CountedRange:
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise SecurityError(f"range() of over {MAX_RANGE} items in a recipe")
+    return _CountedRange(items)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """TooLong after ``seconds`` (a timer signal: the main thread only, and only when no
+    other timer runs)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+
+    def expired(_signum: int, _frame: object) -> None:
+        raise TooLong
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def make_env() -> jinja2.Environment:
-    return ImmutableSandboxedEnvironment(
+    return RecipeSandbox(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -79,8 +202,13 @@ class Where:
 def render_string(text: str, context: Mapping[str, Any], where: Where, env: jinja2.Environment = _ENV) -> str:
     if "{" not in text:
         return text  # fast path: no Jinja syntax at all
+    token = _loops.set([MAX_LOOPS])
     try:
-        return env.from_string(text).render(context)
+        with _deadline(RENDER_SECONDS) if "{%" in text else contextlib.nullcontext():
+            out = env.from_string(text).render(context)
+        if len(out) > MAX_TEXT:
+            raise where.error(f"renders to {len(out)} characters, over the limit of {MAX_TEXT}")
+        return out
     except SecretUsed as exc:
         if "ansible" in where.loc:
             raise where.error(
@@ -100,6 +228,15 @@ def render_string(text: str, context: Mapping[str, Any], where: Where, env: jinj
         raise where.error(f"Jinja2 syntax error: {exc.message}", "check the {{ }} and {% %} pairs") from None
     except jinja2.TemplateError as exc:
         raise where.error(f"Jinja2 error: {exc}") from None
+    except TooLong:
+        raise where.error(f"took over {RENDER_SECONDS:.0f} seconds to render", "loops too long?") from None
+    except RecipeError:
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError, MemoryError) as exc:
+        # what an expression can raise by itself: 1/0, [][1], 'a' + 1, int('x') …
+        raise where.error(f"Jinja2 error: {type(exc).__name__}: {exc}") from None
+    finally:
+        _loops.reset(token)
 
 
 def _undefined(exc: jinja2.UndefinedError, context: Mapping[str, Any], where: Where) -> RecipeError:
@@ -185,6 +322,8 @@ def _references(value: Any, where: Where) -> set[str]:
             return set(jinja2.meta.find_undeclared_variables(_ENV.parse(value)))
         except jinja2.TemplateSyntaxError as exc:
             raise where.error(f"Jinja2 syntax error: {exc.message}") from None
+        except RecursionError:
+            raise where.error("Jinja2 syntax error: nested too deeply") from None
     if isinstance(value, list):
         return set().union(*(_references(v, where) for v in value)) if value else set()
     if isinstance(value, dict):

@@ -45,7 +45,7 @@ verify:
 
 
 def scaffold(name: str, directory: Path, extends: str | None) -> Path:
-    if not re.match(NAME_RE, name):
+    if not re.fullmatch(NAME_RE, name):
         raise BakeError(
             f"{name!r} is not a valid recipe name",
             "use lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",

@@ -8,6 +8,7 @@ error deep inside a model can still say ``web.yaml:14:7: steps[2].template.src: 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ import yaml
 from bake.errors import RecipeError
 
 MAX_BYTES = 1 << 20
+MAX_DEPTH = 64  # nested mappings and sequences: recipes need a handful
+# what YAML 1.1's reader refuses (everything but tab, line breaks and printable Unicode)
+_UNPRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 Loc = tuple[str | int, ...]
 
@@ -74,10 +78,13 @@ def read_text(path: Path, what: str = "file") -> str:
             f"{path}:1:1: {what} is {size} bytes, over the 1 MiB limit",
             "recipes and the files they reference are small text; keep large data out of them",
         )
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        before = data[: exc.start]
+        line, col = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+        raise RecipeError(f"{path}:{line}:{col}: {what} is not UTF-8 text ({exc.reason})") from None
 
 
 def display(path: Path) -> Path:
@@ -94,9 +101,10 @@ def load_yaml(path: Path) -> Source:
 
 
 def parse_yaml(text: str, path: Path) -> Source:
+    _refuse_unprintable(text, path)
     _refuse_anchors(text, path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -104,15 +112,42 @@ def parse_yaml(text: str, path: Path) -> Source:
             f"{path}:{line}:{col}: (document): invalid YAML: {exc.problem}",
             "check indentation and quoting near that spot",
         ) from None
+    except RecursionError:
+        raise RecipeError(f"{path}:1:1: (document): nested too deeply (over {MAX_DEPTH} levels)") from None
     positions: dict[Loc, Position] = {}
     keys: dict[Loc, Position] = {}
     data = _build(node, (), positions, keys, path) if node is not None else {}
     return Source(path=path, data=data, positions=positions, key_positions=keys)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that stops at MAX_DEPTH nested flow collections: PyYAML's scanner takes
+    time quadratic in their depth (`[[[[…` would keep it busy for seconds)."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested too deeply (over {MAX_DEPTH} levels)", self.get_mark()
+            )
+        super().fetch_flow_collection_start(TokenClass)
+
+
+def _refuse_unprintable(text: str, path: Path) -> None:
+    """YAML allows no control characters but tab and line breaks (PyYAML would fail with
+    a traceback-worthy ReaderError rather than a position)."""
+    bad = _UNPRINTABLE.search(text)
+    if bad is not None:
+        before = text[: bad.start()]
+        line, col = before.count("\n") + 1, bad.start() - (before.rfind("\n") + 1) + 1
+        raise RecipeError(
+            f"{path}:{line}:{col}: (document): character U+{ord(bad.group()):04X} is not allowed in YAML",
+            "remove it; write it as an escape inside a double-quoted string if it is meant",
+        )
+
+
 def _refuse_anchors(text: str, path: Path) -> None:
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_Loader):
             anchor = getattr(event, "anchor", None)
             if isinstance(event, yaml.AliasEvent) or anchor is not None:
                 mark = event.start_mark
@@ -122,7 +157,7 @@ def _refuse_anchors(text: str, path: Path) -> None:
                     f"YAML anchors and aliases are not allowed (&{anchor} / *{anchor})",
                     "write the value out, or share it through `vars:` and Jinja2",
                 )
-    except yaml.MarkedYAMLError:
+    except (yaml.MarkedYAMLError, RecursionError):
         return  # compose() reports syntax errors with better context
 
 
@@ -138,6 +173,11 @@ def _build(
     path: Path,
 ) -> Any:
     positions[loc] = _pos(node)
+    if len(loc) > MAX_DEPTH:
+        p = _pos(node)
+        raise RecipeError(
+            f"{path}:{p.line}:{p.col}: {format_loc(loc[:3])}…: nested too deeply (over {MAX_DEPTH} levels)"
+        )
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -166,5 +206,8 @@ def _build(
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.MarkedYAMLError as exc:  # a tag it does not know (!!python/object …)
+        p = _pos(node)
+        raise RecipeError(f"{path}:{p.line}:{p.col}: {format_loc(loc)}: {exc.problem}") from None
     finally:
         loader.dispose()

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from bake.errors import RegistryError
+from bake.textsafe import hide_credentials
 
 if TYPE_CHECKING:
     from bake.infra.process import Runner
@@ -138,4 +139,4 @@ def open_registry(url: str) -> Registry:
             return factory(url, url[len(prefix) :])
     scheme, colon, _ = url.partition(":")
     what = f"scheme {scheme!r} is unknown" if colon and scheme else "it has no scheme"
-    raise RegistryError(f"cannot open registry {url!r}: {what}", URL_HINT)
+    raise RegistryError(f"cannot open registry {hide_credentials(url)!r}: {what}", URL_HINT)

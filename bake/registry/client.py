@@ -148,7 +148,7 @@ class Snapshot:
         """The verified document of ``name`` (its protected channels included), or None."""
         if name in self.cache:
             return self.cache[name]
-        data = self._target(image_path(name))
+        data = self._target(image_path(validate_name(name)))
         doc = None if data is None else decode_image_doc(data, name=name)
         if doc is not None:
             own = {c: ch for c, ch in doc.channels.items() if c not in self.protected}

@@ -11,23 +11,32 @@ A qcow2 VM image is three files. Its signed image document names each by role an
   ``application/vnd.bake.disk.qcow2.v1``) whose three layers are the files, each with its
   ``org.opencontainers.image.title``; the image document records the artifact's ref by digest.
 
-``fetch`` downloads each file by its signed digest into a temporary file beside the
-destination, checks the bytes, and only then renames all of them into place: a deployer
-gets every file right or none.
+``fetch`` downloads each file by its signed digest into one stage folder beside the
+destinations (``.fetch-*``), checks the bytes, and only then switches the set in: a journal
+naming every rename is written first, SIGINT and SIGTERM wait until the last rename, and
+a fetch killed outright (SIGKILL) leaves a stage that the next fetch into that folder
+completes (journal written: every file of the new set) or removes (not yet: none of it).
+A deployer gets every file of one version, never a kernel of one and a disk of another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bake.attest.digest import CHUNK, is_digest
 from bake.errors import RegistryError, TrustError
-from bake.infra.fsutil import atomic_stream
+from bake.infra.fsutil import atomic_stream, atomic_write, fsync_dir
 from bake.registry.dirstore import BLOB_DIR
 from bake.registry.images import QCOW2_ARTIFACT_TYPE, TITLE, RegistryRef, _check_tag, parse_repo
 from bake.registry.ocistore import EMPTY_JSON, OCI_MANIFEST, UPLOAD_CHUNK, Descriptor, Send, artifact_manifest
@@ -143,6 +152,11 @@ def push_to_oci(
 # --------------------------------------------------------------------------- fetch
 
 
+STAGE_PREFIX = ".fetch-"
+JOURNAL = "switch.json"  # in a stage: the renames that switch it in, written before the first
+_LOCK = ".lock"  # in a stage: held by the fetch that owns it
+
+
 def fetch(
     registry_url: str,
     ref: str | None,
@@ -151,26 +165,118 @@ def fetch(
     *,
     environ: Mapping[str, str] | None = None,
     send: Send | None = None,
+    rename: Callable[[Path, Path], object] = os.replace,
 ) -> list[Fetched]:
-    """Download the files (role -> signed digest) to `dests` (role -> path): all or none."""
+    """Download the files (role -> signed digest) to `dests` (role -> path, one folder):
+    all of them or none (see the module's docstring)."""
     missing = sorted(set(files) - set(dests))
     if missing:
         raise RegistryError(f"no destination for {', '.join(missing)}")
-    staged: list[tuple[Path, Fetched]] = []
-    try:
+    folders = {dests[role].parent for role in files}
+    if len(folders) != 1:
+        raise RegistryError("the files of an artifact are fetched into one folder")
+    (folder,) = folders
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_stages(folder, rename)
+    with _stage(folder) as stage:
+        got = []
         for role, digest in sorted(files.items()):
-            dest = dests[role]
-            stage = dest.parent / f".fetch-{dest.name}-{os.getpid()}"
             what = f"the {role} {digest[:19]}"
-            size = _copy_checked(_reader(registry_url, ref, digest, what, environ, send), stage, digest, what)
-            staged.append((stage, Fetched(role, dest, digest, size)))
-        for stage, got in staged:
-            stage.replace(got.path)
-        return [got for _, got in staged]
+            reader = _reader(registry_url, ref, digest, what, environ, send)
+            size = _copy_checked(reader, stage / dests[role].name, digest, what)
+            got.append(Fetched(role, dests[role], digest, size))
+        _switch(stage, {f.path.name: f.path.name for f in got}, rename)
+        return got
+
+
+@contextlib.contextmanager
+def _stage(folder: Path) -> Iterator[Path]:
+    """A fresh stage folder in ``folder``, locked by this process, removed afterwards."""
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=folder))
+    fd = os.open(stage / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield stage
     finally:
-        for stage, _ in staged:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(fd)
+
+
+def _switch(stage: Path, names: Mapping[str, str], rename: Callable[[Path, Path], object]) -> None:
+    """Rename the staged files (stage name -> destination name) into the stage's folder:
+    the journal first, and no SIGINT or SIGTERM until the last rename is done."""
+    with _signals_deferred():
+        atomic_write(stage / JOURNAL, json.dumps(dict(names)).encode())
+        _apply_journal(stage, rename)
+
+
+def _apply_journal(stage: Path, rename: Callable[[Path, Path], object]) -> None:
+    names = json.loads((stage / JOURNAL).read_text())
+    for staged, dest in sorted(names.items()):
+        if (stage / staged).exists():  # a rename done before a kill is not done again
+            rename(stage / staged, stage.parent / dest)
+    fsync_dir(stage.parent)
+    (stage / JOURNAL).unlink()
+
+
+def sweep_stages(folder: Path, rename: Callable[[Path, Path], object] = os.replace) -> int:
+    """Finish what fetches killed in ``folder`` left: a stage with a journal is switched in
+    (its files were all checked), one without is removed; stages of live fetches are left
+    alone. Returns how many were found."""
+    found = 0
+    for stage in sorted(folder.glob(f"{STAGE_PREFIX}*")):
+        if not stage.is_dir() or stage.is_symlink():
             with contextlib.suppress(OSError):
-                stage.unlink()
+                if not _alive(stage.name):  # a stage file of an older bake
+                    stage.unlink()
+                    found += 1
+            continue
+        try:
+            fd = os.open(stage / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its fetch is running
+        try:
+            if (stage / JOURNAL).is_file():
+                with _signals_deferred():
+                    _apply_journal(stage, rename)
+            shutil.rmtree(stage, ignore_errors=True)
+            found += 1
+        finally:
+            os.close(fd)
+    return found
+
+
+def _alive(name: str) -> bool:
+    """Whether the process whose pid ends a stage file's name (``.fetch-NAME-PID``) runs."""
+    pid = name.rpartition("-")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM are held back (and delivered right after) while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _reader(

@@ -142,7 +142,7 @@ def copy_argv(
         argv += ["--src-authfile", os.fspath(authfile), "--dest-authfile", os.fspath(authfile)]
     if digestfile is not None:
         argv += ["--digestfile", os.fspath(digestfile)]
-    return (*argv, src, dest)
+    return (*argv, "--", src, dest)
 
 
 def push_argv(
@@ -190,7 +190,7 @@ def inspect_argv(ref: RegistryRef, *, authfile: Path | None = None) -> tuple[str
         argv.append("--tls-verify=false")
     if authfile is not None:
         argv += ["--authfile", os.fspath(authfile)]
-    return (*argv, f"docker://{ref}")
+    return (*argv, "--", f"docker://{ref}")
 
 
 def auth_json(host: str, credentials: Credentials) -> bytes:

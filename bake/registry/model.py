@@ -40,6 +40,7 @@ from typing import Any, Literal
 from bake.attest.digest import canonical_json
 from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import semver
+from bake.textsafe import one_line
 
 IMAGE_SCHEMA = "bake.image/v1"
 CHANNEL_SCHEMA = "bake.channel/v1"
@@ -52,6 +53,22 @@ _NAME = re.compile(r"[a-z0-9](?:[a-z0-9._/-]{0,126}[a-z0-9])?")
 _CHANNEL = re.compile(r"[a-z][a-z0-9._-]{0,62}")
 _TARGET = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no space: bake keys
+# references, as Docker's reference grammar has them (domain, path components, tag, digest)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DIGEST_SUFFIX = r"@sha256:[0-9a-f]{64}"
+_TAG = r":\w[\w.-]{0,127}"
+_REPO_REF = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?:{_TAG})?(?:{_DIGEST_SUFFIX})?")
+# an OCI layout inside a dir: registry (relative), or by absolute path once localized
+_LAYOUT_REF = re.compile(rf"oci-layout:(?!/)[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*{_DIGEST_SUFFIX}")
+_LAYOUT_ABS_REF = re.compile(rf"oci-layout:///[^\x00-\x1f\x7f-\x9f@]*{_DIGEST_SUFFIX}")
+# what a deployer gets for a dir: registry: skopeo's `oci:` transport, absolute path and tag
+_OCI_DIR_REF = re.compile(rf"oci:/[^\x00-\x1f\x7f-\x9f@:]*{_TAG}")
+_ARTIFACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+@-]{0,254}")  # a file name, an AMI id
+_KIND = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # attestation kinds, file roles
+REASON_LIMIT = 1000  # characters of a revocation reason
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _USAGE = 2  # exit code for malformed input, as for an invalid recipe
 
@@ -224,12 +241,50 @@ def _check(ok: bool, message: str, hint: str | None = None) -> None:
 
 
 def validate_name(name: str) -> str:
+    """An image name: it becomes a path (``images/NAME.json``, ``oci/NAME``, a repository),
+    so no segment may be empty, ``.`` or ``..``."""
     _check(
-        bool(_NAME.fullmatch(name)),
+        bool(_NAME.fullmatch(name)) and all(seg not in ("", ".", "..") for seg in name.split("/")),
         f"image name {name!r} is invalid",
-        "use lowercase letters, digits and . _ - / (start and end with a letter or digit)",
+        "use lowercase letters, digits and . _ - / (start and end with a letter or digit; "
+        "no empty, . or .. segment between slashes)",
     )
     return name
+
+
+def reference_ok(ref: str) -> bool:
+    """``ref`` is a registry reference or an OCI-layout reference, and nothing else: no
+    whitespace or control character, no ``.``/``..`` segment in a layout path."""
+    if _REPO_REF.fullmatch(ref):
+        return True
+    if _LAYOUT_REF.fullmatch(ref):
+        path = ref.removeprefix(RELATIVE_LAYOUT).rpartition("@")[0]
+        return all(seg not in (".", "..") for seg in path.split("/"))
+    if _OCI_DIR_REF.fullmatch(ref):
+        path = ref.removeprefix("oci:").rpartition(":")[0]
+        return all(seg not in (".", "..") for seg in path.split("/"))
+    return bool(_LAYOUT_ABS_REF.fullmatch(ref))
+
+
+def artifact_id_ok(artifact_id: str) -> bool:
+    return bool(_ARTIFACT_ID.fullmatch(artifact_id))
+
+
+def output_problems(output: TargetOutput) -> list[str]:
+    """What in a target's output breaks its grammar (field and expectation)."""
+    problems = []
+    if not _DIGEST.fullmatch(output.digest):
+        problems.append("digest must be sha256:<64 hex>")
+    if output.ref is not None and not reference_ok(output.ref):
+        problems.append("ref must be a reference (HOST/REPO[:TAG]@sha256:…, oci-layout:PATH@sha256:… or oci:/PATH:TAG)")
+    if output.artifact_id is not None and not artifact_id_ok(output.artifact_id):
+        problems.append("artifact_id must be letters, digits and . _ : / + @ -")
+    if output.image_id is not None and not _DIGEST.fullmatch(output.image_id):
+        problems.append("image_id must be sha256:<64 hex>")
+    for role, digest in output.files.items():
+        if not (_KIND.fullmatch(role) and _DIGEST.fullmatch(digest)):
+            problems.append("files must map roles to sha256:<64 hex>")
+    return problems
 
 
 def validate_channel(channel: str) -> str:
@@ -276,7 +331,7 @@ def _revoked_error(doc: ImageDoc, version: str, via: str | None = None) -> Trust
     ref = image_ref(doc.name, version)
     what = f"{image_ref(doc.name, via)} points to {ref}, which" if via else ref
     return TrustError(
-        f"{what} was revoked at {record.at}: {record.reason}",
+        f"{what} was revoked at {record.at}: {one_line(record.reason)}",
         f"roll the channel back (bake rollback {doc.name} {via}) or pick another version"
         if via
         else "pick another version; revocations are permanent",
@@ -369,6 +424,8 @@ def _validate_release(release: Release) -> semver.Version:
             bool(_DIGEST.fullmatch(output.digest)),
             f"targets.{target}.digest {output.digest!r} is not sha256:<64 hex>",
         )
+        problems = output_problems(output)
+        _check(not problems, f"targets.{target}.{problems[0] if problems else ''}")
     for kind, digest in release.attestations.items():
         _check(
             kind in ATTESTATION_KINDS,
@@ -380,10 +437,7 @@ def _validate_release(release: Release) -> semver.Version:
             f"attestations.{kind} {digest!r} is not sha256:<64 hex>",
         )
     if release.parent is not None:
-        name, _, version = release.parent.rpartition("@")
-        ok = bool(_NAME.fullmatch(name)) and semver.is_version(version)
-        ok = ok and semver.build_number(semver.parse(version)) is not None
-        _check(ok, f"parent {release.parent!r} is not NAME@VERSION+BUILD")
+        _check(_is_parent_ref(release.parent), f"parent {release.parent!r} is not NAME@VERSION+BUILD")
     return parsed
 
 
@@ -472,6 +526,11 @@ def revoke(doc: ImageDoc, version: str, reason: str, *, at: datetime) -> ImageDo
     build already revoked keeps its first reason. Channels are not moved: resolving a
     channel whose head is revoked fails until someone rolls it back or promotes."""
     _check(bool(reason.strip()), "a revocation needs a reason")
+    _check(
+        len(reason) <= REASON_LIMIT and one_line(reason, REASON_LIMIT) == reason,
+        f"a revocation reason is one line of printable text, at most {REASON_LIMIT} characters",
+        "deployers see it in their terminals and logs: no newlines or control characters",
+    )
     parsed = semver.parse(version)
     if semver.build_number(parsed) is not None:
         if version not in doc.versions:
@@ -614,6 +673,22 @@ class _Fields:
             raise self.fail(f"{path}.{key}", "an object of strings")
         return value
 
+    def check(self, ok: bool, path: str, expected: str) -> None:
+        if not ok:
+            raise self.fail(path, expected)
+
+    def keys(self, obj: dict[str, Any], pattern: re.Pattern[str], path: str, expected: str) -> None:
+        for key in obj:
+            self.check(bool(pattern.fullmatch(key)), f"{path}.{one_line(key, 80)}", expected)
+
+    def time(self, obj: dict[str, Any], key: str, path: str) -> str:
+        value = self.text(obj, key, path)
+        try:
+            parse_time(value)
+        except RegistryError:
+            raise self.fail(f"{path}.{key}", "an RFC 3339 UTC time") from None
+        return value
+
     def schema(self, obj: dict[str, Any], expected: str) -> None:
         if obj.get("schema") != expected:
             raise RegistryError(
@@ -634,42 +709,47 @@ def decode_image_doc(data: bytes, *, name: str) -> ImageDoc:
     top = f.obj(_loads(data, f.what), "$")
     f.schema(top, IMAGE_SCHEMA)
     versions: dict[str, Build] = {}
+    # every structured field is checked against its grammar: they reach file names, shell
+    # variables, Terraform files and terminals (free text, a revocation reason, is escaped)
     for key, raw in f.obj(top.get("versions"), "versions").items():
+        f.check(semver.is_version(key), f"versions.{one_line(key, 80)}", "a version")
         path = f"versions.{key}"
         b = f.obj(raw, path)
-        targets = {
-            t: TargetOutput(
-                digest=f.text(f.obj(o, f"{path}.targets.{t}"), "digest", f"{path}.targets.{t}"),
-                ref=f.opt_text(o, "ref", f"{path}.targets.{t}"),
-                artifact_id=f.opt_text(o, "artifact_id", f"{path}.targets.{t}"),
-                image_id=f.opt_text(o, "image_id", f"{path}.targets.{t}"),
-                files=f.textmap(o, "files", f"{path}.targets.{t}") if "files" in o else {},
-            )
-            for t, o in f.obj(b.get("targets"), f"{path}.targets").items()
-        }
+        raw_targets = f.obj(b.get("targets"), f"{path}.targets")
+        f.keys(raw_targets, _TARGET, f"{path}.targets", "target names")
+        targets = {t: _target_output(f, o, f"{path}.targets.{t}") for t, o in raw_targets.items()}
+        attestations = f.textmap(b, "attestations", path)
+        f.keys(attestations, _KIND, f"{path}.attestations", "attestation kinds")
+        f.check(all(_DIGEST.fullmatch(d) for d in attestations.values()), f"{path}.attestations", "digests")
         build = Build(
             version=f.text(b, "version", path),
             build=f.count(b, "build", path),
             bake_key=f.text(b, "bake_key", path),
-            created=f.text(b, "created", path),
+            created=f.time(b, "created", path),
             parent=f.opt_text(b, "parent", path),
             targets=targets,
-            attestations=f.textmap(b, "attestations", path),
+            attestations=attestations,
         )
+        f.check(bool(_TOKEN.fullmatch(build.bake_key)), f"{path}.bake_key", "a key without spaces")
+        f.check(build.parent is None or _is_parent_ref(build.parent), f"{path}.parent", "NAME@VERSION+BUILD")
         if build.full_version != key:
             raise f.fail(path, f"the build {build.full_version}")
         versions[key] = build
     channels: dict[str, Channel] = {}
-    for key, raw in f.obj(top.get("channels"), "channels").items():
+    raw_channels = f.obj(top.get("channels"), "channels")
+    f.keys(raw_channels, _CHANNEL, "channels", "channel names")
+    for key, raw in raw_channels.items():
         channels[key] = _channel(f, f.obj(raw, f"channels.{key}"), f"channels.{key}")
         if channels[key].current not in versions:
             raise f.fail(f"channels.{key}.current", "a known version")
+    raw_revocations = f.obj(top.get("revocations"), "revocations")
+    f.check(all(semver.is_version(v) for v in raw_revocations), "revocations", "an object keyed by version")
     revocations = {
         v: Revocation(
             reason=f.text(f.obj(r, f"revocations.{v}"), "reason", f"revocations.{v}"),
-            at=f.text(r, "at", f"revocations.{v}"),
+            at=f.time(r, "at", f"revocations.{v}"),
         )
-        for v, r in f.obj(top.get("revocations"), "revocations").items()
+        for v, r in raw_revocations.items()
     }
     doc_name = f.text(top, "name", "$")
     if doc_name != name:
@@ -690,12 +770,36 @@ def _channel(f: _Fields, c: dict[str, Any], path: str) -> Channel:
         action = e.get("action")
         if action not in ("promote", "rollback"):
             raise f.fail(f"{path}.history[{i}].action", "'promote' or 'rollback'")
-        entries.append(
-            ChannelEntry(
-                f.text(e, "version", f"{path}.history[{i}]"), f.text(e, "at", f"{path}.history[{i}]"), action
-            )
-        )
-    return Channel(current=f.text(c, "current", path), history=tuple(entries))
+        version = f.text(e, "version", f"{path}.history[{i}]")
+        f.check(semver.is_version(version), f"{path}.history[{i}].version", "a version")
+        entries.append(ChannelEntry(version, f.time(e, "at", f"{path}.history[{i}]"), action))
+    current = f.text(c, "current", path)
+    f.check(semver.is_version(current), f"{path}.current", "a version")
+    return Channel(current=current, history=tuple(entries))
+
+
+def _target_output(f: _Fields, raw: object, path: str) -> TargetOutput:
+    """A target's output as stored. Its ref and artifact id are checked against their
+    grammars again before any deployer sees them (bake.deploy.resolve)."""
+    o = f.obj(raw, path)
+    files = f.textmap(o, "files", path) if "files" in o else {}
+    f.keys(files, _KIND, f"{path}.files", "file roles")
+    out = TargetOutput(
+        digest=f.text(o, "digest", path),
+        ref=f.opt_text(o, "ref", path),
+        artifact_id=f.opt_text(o, "artifact_id", path),
+        image_id=f.opt_text(o, "image_id", path),
+        files=files,
+    )
+    f.check(bool(_DIGEST.fullmatch(out.digest)), f"{path}.digest", "sha256:<64 hex>")
+    f.check(all(_DIGEST.fullmatch(d) for d in files.values()), f"{path}.files", "digests")
+    return out
+
+
+def _is_parent_ref(ref: str) -> bool:
+    name, _, version = ref.rpartition("@")
+    ok = bool(_NAME.fullmatch(name)) and semver.is_version(version)
+    return ok and semver.build_number(semver.parse(version)) is not None
 
 
 def decode_channel_doc(data: bytes, *, name: str, channel: str) -> Channel:

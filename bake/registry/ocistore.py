@@ -60,6 +60,7 @@ from bake.attest.digest import CHUNK, canonical_json, is_digest, sha256_bytes
 from bake.errors import ConflictError, RegistryError, TrustError
 from bake.registry.layout import hash_of_stored
 from bake.registry.model import validate_name
+from bake.textsafe import REDACTED
 
 if TYPE_CHECKING:
     from bake.infra.process import Runner
@@ -118,11 +119,14 @@ class OciLocation:
 
     @classmethod
     def parse(cls, text: str, url: str | None = None) -> OciLocation:
-        """Parse ``HOST[:PORT][/PATH]``; errors name ``url`` (default: ``text``)."""
+        """Parse ``HOST[:PORT][/PATH]``; errors name ``url`` (default: ``text``), never with
+        a password someone put into it."""
         shown = url or text
+        if "@" in text:  # userinfo (no host or repository has an @): never echoed back
+            shown = f"oci://{REDACTED}@{text.rpartition('@')[2]}"
         host, _, prefix = text.strip().rstrip("/").partition("/")
-        if not host or "@" in host:
-            what = "credentials (use the environment instead)" if "@" in host else "no host"
+        if not host or "@" in text:
+            what = "credentials (use the environment instead)" if "@" in text else "no host"
             raise RegistryError(
                 f"registry URL {shown!r} has {what}",
                 f"write oci://HOST[:PORT]/PREFIX; credentials come from {USER_ENV}/{PASSWORD_ENV}",

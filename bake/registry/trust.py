@@ -23,6 +23,19 @@ def passphrase(environ: Mapping[str, str] | None = None, var: str = PASSPHRASE_E
     return value.encode() if value else None
 
 
+def new_key_passphrase(environ: Mapping[str, str] | None = None, var: str = PASSPHRASE_ENV) -> bytes | None:
+    """The passphrase for a new private key. Set but empty is refused: that is what a CI
+    secret that is missing looks like, and it would silently give an unencrypted key."""
+    env = os.environ if environ is None else environ
+    if var in env and not env[var]:
+        raise BakeError(
+            f"{var} is set but empty: refusing to write the private key unencrypted",
+            f"set {var} to the passphrase (is a CI secret missing?), or unset it for an unencrypted key",
+            exit_code=2,
+        )
+    return passphrase(env, var)
+
+
 def signing_key(path: str | None, environ: Mapping[str, str] | None = None) -> SigningKey:
     if not path:
         raise BakeError(

@@ -214,6 +214,11 @@ def translated(url: str) -> Iterator[None]:
         raise RegistryError(
             f"cannot read {url}: {e}", "check the URL and that the registry is reachable"
         ) from e
+    except OSError as e:  # the Updater writing this machine's trust state (a full disk)
+        raise RegistryError(
+            f"cannot write this machine's trust state for {url}: {e.strerror or e}",
+            f"free some disk space, or set {STATE_ENV} to a writable folder",
+        ) from e
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bake.plan import Plan
     from bake.record import BuildRecord
     from bake.registry.backend import Registry
+    from bake.targets.runs import Run
     from bake.ui.progress import Reporter
     from bake.verify.run import VerifyReport
 
@@ -141,6 +142,7 @@ class BakeContext:
     clock: Callable[[], datetime] = _utcnow
     # parents come from here when it holds their bake key (a registry); None: bake them
     published: FindPublished | None = None
+    run: Run | None = None  # the run of `bake build` (its id and journal: bake.targets.runs)
 
 
 @dataclass(frozen=True)

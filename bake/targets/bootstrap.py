@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bake.recipe.models import Bootstrap
+from bake.errors import BakeError
+from bake.recipe.models import MIRROR_RE, PACKAGE_RE, SUITE_RE, Bootstrap
 
 SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
@@ -88,6 +90,31 @@ def pick_mirror(sources: Iterable[AptSource], suite: str) -> str:
         if "debian-security" not in s.uri:
             return s.uri.rstrip("/")
     return FALLBACK_MIRROR
+
+
+def check_inputs(spec: Bootstrap, mirror: str, packages: Iterable[str] = ()) -> None:
+    """What mmdebstrap gets from a recipe or the host's apt sources, checked against its
+    grammar before any argv is built: a suite is a name, a mirror an http(s) or file URL,
+    packages are package names. (A suite `--customize-hook=…` would be an option that runs
+    a command on this host; bake also passes ``--`` before mmdebstrap's arguments.)"""
+    bad = [
+        (what, value)
+        for what, pattern, values in (
+            ("suite", SUITE_RE, [spec.suite]),
+            ("mirror", MIRROR_RE, [mirror]),
+            ("package", PACKAGE_RE, [*spec.include, *packages]),
+        )
+        for value in values
+        if not re.fullmatch(pattern, value)
+    ]
+    if bad:
+        what, value = bad[0]
+        raise BakeError(
+            f"bootstrap {what} {value!r} is not valid",
+            "a suite is a name (bookworm), a mirror an http(s):// or file:// URL (set "
+            "`bootstrap.mirror` when the host's apt sources have another kind), packages are names",
+            exit_code=2,
+        )
 
 
 def bootstrap_key(spec: Bootstrap, mirror: str, purpose: str, pins: Mapping[str, str] | None = None) -> str:

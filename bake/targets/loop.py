@@ -85,9 +85,11 @@ def bake(
     parent, parents = _parent(target, session, ctx, plan, opts)
     started = time.monotonic()  # a parent's bake has its own record and total
     run = Run(started, _stamp(ctx), str(uuid.uuid4()))
+    work = work_dir(ctx.state, plan)
+    if ctx.run is not None:  # in the run's journal before anything is made for the bake
+        ctx.run.note(plan.name, plan.target, plan.key, work)
     base = session.base(plan, parent, opts)
     timings: dict[str, float] = dict(base.timings)
-    work = work_dir(ctx.state, plan)
     rendered = compile_plan(plan)
     run = replace(run, byproducts=byproducts(plan, rendered))
     t0 = time.monotonic()
@@ -155,7 +157,11 @@ def run_packer(
     env, sensitive = secret_env(plan, ctx.environ)
     if rendered.runs_on_host:  # an Ansible play: Packer starts bake's runner with this Python
         env.update(runner_env())
-    tmp = Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
+    tmp = (
+        ctx.run.tmp
+        if ctx.run is not None
+        else Path(ctx.environ.get("PACKER_TMP_DIR") or ctx.state / "packer-tmp")
+    )
     tmp.mkdir(parents=True, exist_ok=True)
     env.update(inputs.env)
     env["PACKER_TMP_DIR"] = str(tmp)

@@ -9,6 +9,7 @@ checks, so a failure names the check. Checks that wait on something the image st
 from __future__ import annotations
 
 import re
+import shlex
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,24 +162,25 @@ def _command(c: CommandCheck, t: str) -> list[str]:
 
 
 def _service(c: ServiceCheck, t: str) -> list[str]:
-    unit = c.name if "." in c.name else f"{c.name}.service"
+    # the name reaches Python as a literal and the shell quoted: a check is data, never code
+    unit = shlex.quote(c.name if "." in c.name else f"{c.name}.service")
     lines: list[str] = []
     if c.enabled is not None:
         lines += [
             "if host.file('/run/systemd/system').is_directory:",
             f"    enabled = host.service({c.name!r}).is_enabled",
             "else:  # no init running (a container): look for the enablement symlinks",
-            f"    enabled = host.run('ls /etc/systemd/system/*.wants/{unit}').rc == 0",
+            f"    enabled = host.run({f'ls /etc/systemd/system/*.wants/{unit}'!r}).rc == 0",
             f"assert enabled == {c.enabled}, {t} + f': enabled is {{enabled}}'",
         ]
     if c.running is not None:
-        comm = c.name.split(".")[0]
+        comm = shlex.quote(c.name.split(".")[0])
         lines += [
             "def probe():",
             "    if host.file('/run/systemd/system').is_directory:",
             f"        running = host.service({c.name!r}).is_running",
             "    else:",
-            f"        running = host.run('grep -qx {comm} /proc/[0-9]*/comm').rc == 0",
+            f"        running = host.run({f'grep -qx {comm} /proc/[0-9]*/comm'!r}).rc == 0",
             f"    return running == {c.running}, f'running is {{running}}'",
             f"_eventually(probe, {t})",
         ]

@@ -8,7 +8,10 @@ booted VM) and call :func:`run_module`; `bake drift` runs the same against a liv
 
 from __future__ import annotations
 
+import shutil
+import site
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -22,6 +25,9 @@ from bake.recipe.models import Check
 from bake.verify import checks as checkgen
 
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+# What of the caller's environment reaches the checks: how testinfra reaches the instance
+# (a Docker engine, an ssh agent), nothing else (see check_env).
+BACKEND_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "SSH_AUTH_SOCK")
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,18 @@ def write_module(
     return module, tests
 
 
+def check_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The environment of the pytest child that runs the checks, which are Python someone
+    wrote (a recipe's, or an attestation's at drift): the backend's connection settings
+    and a throwaway HOME; no credentials, registry or signing secrets. The gateway adds
+    only PATH and the locale (``Call.isolated``)."""
+    out = {k: v for k, v in env.items() if k in BACKEND_ENV}
+    out |= {"HOME": str(home), "TMPDIR": str(home), "PYTHONDONTWRITEBYTECODE": "1"}
+    if site.ENABLE_USER_SITE and Path(site.getusersitepackages()).is_dir():
+        out["PYTHONUSERBASE"] = site.getuserbase()  # testinfra installed with `pip --user`
+    return out
+
+
 def run_module(
     runner: Runner,
     env: Mapping[str, str],
@@ -139,11 +157,17 @@ def run_module(
     tests: Sequence[checkgen.GeneratedTest],
     extra_args: Sequence[str] = (),
 ) -> list[CheckResult]:
-    """Run a written verify module against `hosts` (any testinfra backend URL)."""
+    """Run a written verify module against `hosts` (any testinfra backend URL), in a child
+    with a minimal environment (:func:`check_env`)."""
     junit = module.parent / "junit.xml"
     junit.unlink(missing_ok=True)
     argv = (*pytest_argv(module, hosts, junit)[:-1], *extra_args, str(module))
-    result = runner(Call(argv=argv, env=dict(env), cwd=module.parent, check=False, timeout=1800))
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=module.parent))
+    try:
+        env = check_env(env, home)
+        result = runner(Call(argv=argv, env=env, cwd=module.parent, check=False, timeout=1800, isolated=True))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     if not junit.is_file() and result.returncode != 0:
         raise VerifyError(
             f"pytest could not run the checks (exit {result.returncode}):\n"

@@ -160,3 +160,95 @@ def test_cli_verify_runs_a_recipes_checks_against_any_image(baked_web: Outcome, 
     base = str((baked_web.record.parent or {})["image_id"])
     bad = CliRunner().invoke(app, ["verify", str(RECIPES / "web.yaml"), "--image", base], env=env)
     assert bad.exit_code == 1 and "FAIL package nginx-light" in bad.output
+
+
+def _bake_killed_at(recipe: Path, marker: str, context: Bakes) -> subprocess.Popen[str]:
+    """`bake build RECIPE` until ``marker`` shows in its progress, then SIGKILL: no cleanup
+    at all (a lost CI runner, the OOM killer)."""
+    env = dict(os.environ, DOCKER_HOST=context.engine.host, BAKE_STATE_DIR=str(context.state), CI="true")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bake", "build", str(recipe), "--verbose"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 400
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line or time.monotonic() > deadline:
+            break
+    assert any(marker in x for x in seen), "".join(seen[-20:])
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    return proc
+
+
+def _next_run_sweeps(context: Bakes, baked_web: Outcome) -> None:
+    """Any later run sweeps: here `bake verify` (quick; the same state folder)."""
+    from typer.testing import CliRunner
+
+    from bake.cli import app
+
+    env = {"DOCKER_HOST": context.engine.host, "BAKE_STATE_DIR": str(context.state)}
+    image = str(baked_web.record.artifact.id)
+    done = CliRunner().invoke(app, ["verify", str(RECIPES / "web.yaml"), "--image", image], env=env)
+    assert done.exit_code == 0, done.output
+
+
+def _processes_naming(path: Path) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(path) in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.parametrize(
+    ("where", "recipe_tail", "marker"),
+    [
+        ("packer", "steps:\n  - shell: 'echo started-slow-step; sleep 300'\n", "started-slow-step"),
+        ("verify", "verify:\n  - command: {run: 'sleep 300'}\n", "checks in a fresh container"),
+    ],
+)
+def test_a_bake_killed_outright_is_swept_by_the_next_run(
+    baked_web: Outcome,
+    context: Bakes,
+    packer_info: PackerInfo,
+    tmp_path: Path,
+    where: str,
+    recipe_tail: str,
+    marker: str,
+) -> None:
+    (tmp_path / "debian-base.yaml").write_text((RECIPES / "debian-base.yaml").read_text())
+    name = f"killed-{where}"
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(f"name: {name}\nversion: 0.0.1\nextends: debian-base\n{recipe_tail}")
+    plan = plan_of(recipe, packer_info)
+    work = context.state / "work" / f"{name}-docker-{plan.short_key}"
+    key_tag = f"bake/{name}:key-{plan.short_key}"
+    before = set(docker.containers(context.runner, context.engine))
+
+    _bake_killed_at(recipe, marker, context)
+    left = set(docker.containers(context.runner, context.engine)) - before
+    assert left, "the killed run left its container behind"  # Packer's, or the fresh verify one
+    assert work.is_dir() and _processes_naming(work), "and a process working in its folder"
+    assert list((context.state / "runs").glob("*.json"))
+    if where == "verify":
+        assert docker.image_id(context.runner, context.engine, key_tag) is not None
+
+    _next_run_sweeps(context, baked_web)
+    assert set(docker.containers(context.runner, context.engine)) - before == set()
+    assert not work.exists() and not _processes_naming(work)
+    assert docker.image_id(context.runner, context.engine, key_tag) is None
+    assert find_good(context.state, name, "docker", plan.key) is None
+    assert not list((context.state / "runs").iterdir())

@@ -351,6 +351,19 @@ def test_concurrent_publishers(
     assert got == {f"{names[w]}@{w}.{i}.0+1" for w in range(WORKERS) for i in range(PER_WORKER)}
 
 
+def test_a_publish_racing_resolves_through_a_real_registry(
+    registry: LiveRegistry, prefix: str, tmp_path: Path, state_dir: Path
+) -> None:
+    """The race of tests/integration/test_registry_concurrency.py over the Distribution API:
+    the timestamp tag moves while deployers read; none is told of a rollback or a replay."""
+    from tests.integration.test_registry_concurrency import race
+
+    key, key_path = keypair(tmp_path, "publisher")
+    url = registry.url(prefix)
+    client.init(open_registry(url), Signers(key), [key.public], 1, Policy(), now=now())
+    race(url, key_path, tmp_path, {"PYTHONPATH": str(ROOT), "BAKE_STATE_DIR": str(state_dir)}, versions=15)
+
+
 def test_file_artifacts_stream_through_a_real_registry(
     registry: LiveRegistry, prefix: str, tmp_path: Path
 ) -> None:

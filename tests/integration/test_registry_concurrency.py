@@ -6,8 +6,11 @@ atomic writes are exercised across real processes, as in CI fleets.
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -123,3 +126,124 @@ def test_publishers_killed_at_random_instants(setup: tuple[DirRegistry, Path, Pu
     # The lock died with its holders: a new publisher gets through.
     run_all([spawn(registry, key, "after", 99, 1)])
     assert verified(registry, public).serial == 2 + versions
+
+
+# --------------------------------------------------------------------------- a publish racing resolves
+
+# argv: registry URL, key file, number of versions. Publishes web with a passing test gate.
+PUBLISHER = """
+import sys
+from pathlib import Path
+from bake.attest.keys import load_signing_key
+from bake.registry.backend import open_registry
+from bake.registry.client import Trust
+from tests.unit.registry.regs import Setup, publish
+url, key_file, count, state = sys.argv[1:5]
+s = Setup(open_registry(url), load_signing_key(Path(key_file), None), Path(state))
+for i in range(int(count)):
+    publish(s, version=f"1.{i + 1}.0", out=str(i))
+"""
+
+# argv: registry URL, root public key, state folder ("fresh": a new one per resolve), stop
+# file. Resolves web@latest the way `bake resolve` does, until the stop file appears; prints
+# each failure, and the serials it saw.
+RESOLVER = """
+import json, sys, time
+from pathlib import Path
+from bake.attest.keys import load_public_key
+from bake.deploy.resolve import resolve
+from bake.deploy.verified import check_attestations
+from bake.errors import BakeError
+from bake.registry.backend import open_registry
+from bake.registry.client import Trust, read
+url, pub, state, stop = sys.argv[1:5]
+registry, key = open_registry(url), load_public_key(Path(pub))
+serials, failures, n = [], [], 0
+while not Path(stop).exists() or n < 3:
+    folder = Path(state) / str(n) if state.endswith("fresh") else Path(state)
+    n += 1
+    try:
+        snap = read(registry, Trust((), folder, keys=(key,)))
+        res = resolve(snap, "web@latest", "docker")
+        check_attestations(res, snap)
+        serials.append(res.serial)
+    except BakeError as e:
+        failures.append({"error": e.message, "hint": e.hint})
+print(json.dumps({"serials": serials, "failures": failures}))
+"""
+
+
+def test_a_publish_racing_resolves_is_never_reported_as_an_attack(
+    setup: tuple[DirRegistry, Path, PublicKey], tmp_path: Path
+) -> None:
+    """Deployers resolve while CI publishes: each resolve sees one registry state or a later
+    one, never a rollback, a replay or a freeze, and no machine's state is blamed."""
+    registry, key, _public = setup
+    race(registry.url, key, tmp_path, {"PYTHONPATH": str(ROOT)})
+
+
+def race(url: str, key: Path, tmp_path: Path, env: dict[str, str], versions: int = 30) -> None:
+    """30 publishes while four deployers resolve (three share one machine's trust state)."""
+    env = {**os.environ, **env}
+    pub = key.with_suffix(".pub")  # the registry's root key
+    publisher = [sys.executable, "-c", PUBLISHER, url, str(key)]
+    subprocess.run([*publisher, "1", str(tmp_path / "pub")], env=env, check=True)
+    stop = tmp_path / "stop"
+    shared = tmp_path / "machine"
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESOLVER, url, str(pub), str(state), str(stop)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for state in (shared, shared, shared, tmp_path / "fresh")
+    ]
+    published = subprocess.run(
+        [*publisher, str(versions), str(tmp_path / "pub")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    stop.touch()
+    results = []
+    for proc in readers:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    assert published.returncode == 0, published.stderr
+    failures = [f for r in results for f in r["failures"]]
+    assert not failures, failures[:3]
+    for r in results[:3]:
+        assert r["serials"] == sorted(r["serials"]), "a deployer saw the registry go back"
+    seen = {s for r in results for s in r["serials"]}
+    assert len(seen) > 5, f"the resolves did not overlap the publishes: {sorted(seen)}"
+
+
+def test_no_hint_advises_deleting_trust_state() -> None:
+    """Lost trust state makes a machine trust what it is served again: no error message
+    may tell an operator to delete it (or any of it) to get past a refusal."""
+    advice = re.compile(r"\b(delet|remov|rm\b|wipe|reset|clear|forget)", re.IGNORECASE)
+    state = re.compile(r"(state|tuf|trust|cache|seen|serial|\.local)", re.IGNORECASE)
+    offending = []
+    for path in sorted((ROOT / "bake").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and _called(node).endswith("Error")):
+                continue
+            hints = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "hint")]
+            for hint in hints:
+                text = "".join(
+                    n.value
+                    for n in ast.walk(hint)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                )
+                if advice.search(text) and state.search(text):
+                    offending.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text}")
+    assert not offending, offending
+
+
+def _called(node: ast.Call) -> str:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""

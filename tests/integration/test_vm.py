@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -323,7 +323,7 @@ def _cli_env(vm_state: Path, keys: Path, url: str) -> dict[str, str]:
     }
 
 
-def _ok(env: dict[str, str], *args: str) -> str:
+def _ok(env: Mapping[str, str | None], *args: str) -> str:
     """stdout alone: progress goes to stderr, the --json document to stdout."""
     result = cli.invoke(app, list(args), env=env)
     assert result.exit_code == 0, result.output
@@ -333,7 +333,7 @@ def _ok(env: dict[str, str], *args: str) -> str:
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("vm-keys")
-    _ok({"BAKE_KEY_PASSPHRASE": ""}, "keygen", "--out", str(folder / "ci"))
+    _ok({"BAKE_KEY_PASSPHRASE": None}, "keygen", "--out", str(folder / "ci"))  # unset: no passphrase
     return folder
 
 

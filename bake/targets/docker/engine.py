@@ -28,10 +28,14 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 class Engine:
     host: str
     private: bool = False
+    labels: tuple[tuple[str, str], ...] = ()  # on every container bake creates (its run's id)
 
     @property
     def env(self) -> dict[str, str]:
         return {"DOCKER_HOST": self.host}
+
+    def label_args(self) -> tuple[str, ...]:
+        return tuple(arg for k, v in self.labels for arg in ("--label", f"{k}={v}"))
 
     def call(self, *argv: str, check: bool = True, timeout: float | None = None) -> Call:
         return Call(argv=("docker", *argv), env=self.env, check=check, timeout=timeout)
@@ -111,7 +115,7 @@ def private_dockerd(runner: Runner, folder: Path, timeout: float = 60.0) -> Iter
 
 
 def inspect_image(runner: Runner, eng: Engine, ref: str) -> dict[str, Any] | None:
-    result = runner(eng.call("image", "inspect", ref, check=False))
+    result = runner(eng.call("image", "inspect", "--", ref, check=False))
     if result.returncode != 0:
         return None
     data = json.loads(result.stdout)
@@ -124,7 +128,7 @@ def image_id(runner: Runner, eng: Engine, ref: str) -> str | None:
 
 
 def tag(runner: Runner, eng: Engine, source: str, target: str) -> None:
-    runner(eng.call("tag", source, target))
+    runner(eng.call("tag", "--", source, target))
 
 
 def run_detached(
@@ -137,12 +141,12 @@ def run_detached(
     args: tuple[str, ...] = (),
     labels: Mapping[str, str] | None = None,
 ) -> str:
-    argv = ["run", "-d", "--name", name]
+    argv = ["run", "-d", "--name", name, *eng.label_args()]
     for k, v in sorted((labels or {}).items()):
         argv += ["--label", f"{k}={v}"]
     if entrypoint is not None:
         argv += ["--entrypoint", entrypoint]
-    argv += [image, *args]
+    argv += ["--", image, *args]
     return runner(eng.call(*argv)).stdout.strip()
 
 
@@ -150,7 +154,7 @@ def remove_container(runner: Runner, eng: Engine, ref: str, attempts: int = 5) -
     """Remove a container, retrying: right after a container exits, the daemon can still be
     tearing it down and refuse (`removal already in progress`, `device or resource busy`)."""
     for attempt in range(attempts):
-        result = runner(eng.call("rm", "-f", "-v", ref, check=False))
+        result = runner(eng.call("rm", "-f", "-v", "--", ref, check=False))
         if result.returncode == 0 or "No such container" in result.stderr + result.stdout:
             return
         time.sleep(0.5 * (attempt + 1))
@@ -165,7 +169,22 @@ def containers(runner: Runner, eng: Engine, label: str | None = None, all_: bool
     return runner(eng.call(*argv)).stdout.split()
 
 
+def containers_of_run(runner: Runner, eng: Engine, label: str, tmp: Path) -> list[str]:
+    """The containers a run made: labelled with its id, or mounting its Packer folder
+    (Packer's build container, which bake cannot label)."""
+    found = set(containers(runner, eng, label))
+    every = containers(runner, eng)
+    if every:
+        fmt = "{{.Id}}{{range .Mounts}} {{.Source}}{{end}}"
+        out = runner(eng.call("inspect", "--format", fmt, "--", *every, check=False)).stdout
+        for row in out.splitlines():
+            cid, *sources = row.split(" ")
+            if any(s == str(tmp) or s.startswith(f"{tmp}/") for s in sources):
+                found.add(cid)
+    return sorted(found)
+
+
 def container_state(runner: Runner, eng: Engine, ref: str) -> dict[str, Any]:
-    out = runner(eng.call("inspect", "--format", "{{json .State}}", ref)).stdout
+    out = runner(eng.call("inspect", "--format", "{{json .State}}", "--", ref)).stdout
     state: dict[str, Any] = json.loads(out)
     return state

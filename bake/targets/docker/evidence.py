@@ -51,11 +51,11 @@ def collect_image_manifest(
     """
     vol = volatile_set(volatile)
     # The entrypoint only satisfies `docker create` for images without one; nothing runs.
-    labels = ("--label", f"{DRIFT_LABEL}=manifest")
-    create = engine.call("create", "--network", "none", *labels, "--entrypoint", "/bin/true", image)
+    labels = ("--label", f"{DRIFT_LABEL}=manifest", *engine.label_args())
+    create = engine.call("create", "--network", "none", *labels, "--entrypoint", "/bin/true", "--", image)
     cid = runner(create).stdout.strip()
     try:
-        with streamer(engine.call("export", cid, timeout=TIMEOUT)) as out:
+        with streamer(engine.call("export", "--", cid, timeout=TIMEOUT)) as out:
             return sorted(tar_entries(out, vol), key=lambda e: e.path)
     finally:
         docker.remove_container(runner, engine, cid)

@@ -596,13 +596,14 @@ def _export_layer(
 ) -> Layer:
     # A container is created (never started) for its filesystem; the entrypoint only
     # satisfies `docker create` for an image without one.
-    create = ("create", "--network", "none", "--label", f"{LABEL}=export", "--entrypoint", "/bin/true")
-    cid = runner(engine.call(*create, image_id)).stdout.strip()
+    create = ("create", "--network", "none", "--label", f"{LABEL}=export", *engine.label_args())
+    create = (*create, "--entrypoint", "/bin/true")
+    cid = runner(engine.call(*create, "--", image_id)).stdout.strip()
     try:
         blobs = layout / "blobs" / "sha256"
         fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
         with os.fdopen(fd, "wb") as dst, tempfile.TemporaryFile(prefix=".spill-", dir=layout) as spill:
-            with streamer(engine.call("export", cid, timeout=EXPORT_TIMEOUT)) as out:
+            with streamer(engine.call("export", "--", cid, timeout=EXPORT_TIMEOUT)) as out:
                 layer = rewrite_layer(out, dst, spill, epoch=epoch, volatile=volatile)
             dst.flush()
             os.fchmod(dst.fileno(), 0o644)  # like the other blobs (mkstemp makes it 0600)

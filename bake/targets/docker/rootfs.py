@@ -15,7 +15,7 @@ from pathlib import Path
 from bake.errors import BakeError
 from bake.infra.process import Call, Runner
 from bake.recipe.models import Bootstrap
-from bake.targets.bootstrap import bootstrap_key, host_sources, pick_mirror
+from bake.targets.bootstrap import bootstrap_key, check_inputs, host_sources, pick_mirror
 from bake.targets.docker.engine import Engine, image_id
 from bake.targets.docker.normalize import EPOCH
 
@@ -26,6 +26,7 @@ POLICY_RC_D = (
 
 
 def mmdebstrap_argv(spec: Bootstrap, mirror: str, out: Path, *, container: bool) -> tuple[str, ...]:
+    check_inputs(spec, mirror)
     argv = [
         "mmdebstrap",
         "--quiet",
@@ -41,7 +42,7 @@ def mmdebstrap_argv(spec: Bootstrap, mirror: str, out: Path, *, container: bool)
     argv.append('--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin')
     # the build host's name and resolver have no place in an image
     argv.append('--customize-hook=: > "$1/etc/hostname"; : > "$1/etc/resolv.conf"')
-    argv += [spec.suite, str(out), mirror]
+    argv += ["--", spec.suite, str(out), mirror]
     return tuple(argv)
 
 

@@ -44,6 +44,7 @@ from bake.targets.docker.engine import Engine
 from bake.targets.docker.evidence import collect_image_manifest, dpkg_status, os_evidence
 from bake.targets.docker.rootfs import ensure_docker_rootfs
 from bake.targets.docker.verify import verify_container_image
+from bake.targets.runs import RUN_LABEL, DeadRun
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def _mine(built: Built) -> DockerBuilt:
 class DockerSession:
     def __init__(self, ctx: BakeContext, engine: Engine) -> None:
         self.ctx = ctx
-        self.engine = engine
+        # every container this session starts says which run made it (bake.targets.runs)
+        self.engine = replace(engine, labels=((RUN_LABEL, ctx.run.id),)) if ctx.run else engine
         self._bases: dict[str, DockerBase] = {}  # by bake key, for this run's bakes
 
     # --- before Packer ------------------------------------------------------------------
@@ -221,7 +223,7 @@ class DockerSession:
             work=work / "reproducible",
         )
         if out.image_id != raw_image:
-            self.ctx.runner(self.engine.call("rmi", "--no-prune", raw_image, check=False))
+            self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", raw_image, check=False))
         return out.image_id, out.manifest_digest
 
     def _artifact(
@@ -270,7 +272,7 @@ class DockerSession:
 
     def discard(self, plan: Plan, built: Built) -> None:
         # the key tag must not make a later bake of the same key look reusable
-        self.ctx.runner(self.engine.call("rmi", "--no-prune", _mine(built).key_tag, check=False))
+        self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", _mine(built).key_tag, check=False))
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -298,6 +300,27 @@ class DockerSession:
             ref=pushed.ref,
             image_id=artifact.id,
         )
+
+    # --- a dead run's leftovers ------------------------------------------------------------
+
+    def sweep(self, run: DeadRun) -> list[str]:
+        """What a killed run made in the engine: its containers (Packer's build container
+        included) and the key tags of its docker bakes that were not recorded good."""
+        from bake.record import find_good
+
+        runner, done = self.ctx.runner, []
+        for cid in docker.containers_of_run(runner, self.engine, f"{RUN_LABEL}={run.id}", run.packer_tmp):
+            docker.remove_container(runner, self.engine, cid)
+            done.append(f"container {cid[:12]}")
+        for bake in run.bakes:
+            if bake.target != "docker" or bake.work in run.live_work:
+                continue
+            if find_good(run.state, bake.name, bake.target, bake.key) is not None:
+                continue  # a good bake keeps its key tag
+            tag = f"{image_repository(bake.name)}:key-{bake.short_key}"
+            if runner(self.engine.call("rmi", "--no-prune", "--", tag, check=False)).returncode == 0:
+                done.append(f"image tag {tag}")
+        return done
 
     # --- reproducibility ----------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def verify_container_image(
         time.sleep(0.3)
         state = docker.container_state(runner, eng, cid)
         if not state.get("Running"):
-            logs = runner(eng.call("logs", "--tail", "30", cid, check=False))
+            logs = runner(eng.call("logs", "--tail", "30", "--", cid, check=False))
             raise VerifyError(
                 f"a fresh container of {image} exited at once (exit {state.get('ExitCode')}):\n"
                 + "\n".join("  | " + line for line in (logs.stdout + logs.stderr).splitlines()[-30:]),

@@ -146,6 +146,7 @@ def base_key(spec: Bootstrap, mirror: str, disk_size: str) -> str:
 
 
 def mmdebstrap_argv(spec: Bootstrap, mirror: str, overlay: Path, root: Path) -> tuple[str, ...]:
+    bootstrap.check_inputs(spec, mirror, packages(spec))
     return (
         "mmdebstrap",
         "--quiet",
@@ -156,6 +157,7 @@ def mmdebstrap_argv(spec: Bootstrap, mirror: str, overlay: Path, root: Path) -> 
         # before the kernel and OpenSSH are installed: the initrd and sshd see our config
         f"--essential-hook=sync-in {overlay} /",
         "--customize-hook=" + customize_command(),
+        "--",
         spec.suite,
         str(root),
         mirror,
@@ -165,11 +167,11 @@ def mmdebstrap_argv(spec: Bootstrap, mirror: str, overlay: Path, root: Path) -> 
 def mkfs_argv(root: Path, raw: Path, disk_size: str) -> tuple[str, ...]:
     """An ext4 filesystem image of `root`'s content, `disk_size` big (sparse)."""
     size_k = size_bytes(disk_size) >> 10
-    return ("mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(raw), f"{size_k}k")
+    return ("mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), "--", str(raw), f"{size_k}k")
 
 
 def convert_argv(raw: Path, qcow2: Path) -> tuple[str, ...]:
-    return (QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2))
+    return (QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", "--", str(raw), str(qcow2))
 
 
 def boot_files(root: Path) -> tuple[Path, Path]:

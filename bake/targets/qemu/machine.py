@@ -152,7 +152,7 @@ def qemu_argv(
 
 def overlay_argv(backing: Path, overlay: Path) -> tuple[str, ...]:
     """A copy-on-write disk over `backing`: the final disk is never written by verification."""
-    return (QEMU_IMG, "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", str(overlay))
+    return (QEMU_IMG, "create", "-q", "-f", "qcow2", "-b", str(backing), "-F", "qcow2", "--", str(overlay))
 
 
 def kvm_probe_argv(kernel: Path, console_log: Path, binary: str = QEMU) -> tuple[str, ...]:
@@ -214,11 +214,11 @@ def ssh_config(port: int, identity: Path, control_dir: Path, alias: str = SSH_AL
 
 
 def ssh_argv(config: Path, *command: str, alias: str = SSH_ALIAS) -> tuple[str, ...]:
-    return ("ssh", "-F", str(config), alias, *command)
+    return ("ssh", "-F", str(config), "--", alias, *command)
 
 
 def ssh_stop_master_argv(config: Path, alias: str = SSH_ALIAS) -> tuple[str, ...]:
-    return ("ssh", "-F", str(config), "-O", "exit", alias)
+    return ("ssh", "-F", str(config), "-O", "exit", "--", alias)
 
 
 def testinfra_hosts(alias: str = SSH_ALIAS) -> str:

@@ -69,7 +69,7 @@ def vm_record(state: Path) -> Path:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     keys = tmp_path / "keys"
-    result = cli.invoke(app, ["keygen", "--out", str(keys / "ci")], env={"BAKE_KEY_PASSPHRASE": ""})
+    result = cli.invoke(app, ["keygen", "--out", str(keys / "ci")], env={"BAKE_KEY_PASSPHRASE": None})
     assert result.exit_code == 0, result.output
     return {
         "BAKE_STATE_DIR": str(tmp_path / "state"),

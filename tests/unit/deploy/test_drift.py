@@ -275,8 +275,8 @@ def test_check_drift_of_a_container_reads_its_export() -> None:
     assert [e.path for e in rep.added] == ["/srv/new"]
     assert rep.image == IMAGE
     assert "/srv/cache" in rep.volatile
-    assert fake.runs[0].argv == ("docker", "container", "inspect", "--format", "{{.Id}}", "web-1")
-    assert [c.argv for c in fake.streams] == [("docker", "export", "web-1")]
+    assert fake.runs[0].argv == ("docker", "container", "inspect", "--format", "{{.Id}}", "--", "web-1")
+    assert [c.argv for c in fake.streams] == [("docker", "export", "--", "web-1")]
 
 
 def test_check_drift_over_ssh_runs_one_command() -> None:

@@ -60,9 +60,9 @@ def test_argv_builders() -> None:
     info = packer.PackerInfo((1, 6, 6))
     t = Path("/out/web.pkr.hcl")
     assert packer.validate_argv(info, t, {"b": "2", "a": "1"}) == (
-        "packer", "validate", "-var", "a=1", "-var", "b=2", "/out/web.pkr.hcl",
+        "packer", "validate", "-var", "a=1", "-var", "b=2", "--", "/out/web.pkr.hcl",
     )  # fmt: skip
     argv = packer.build_argv(info, t)
     assert argv[:2] == ("packer", "build")
     assert "-machine-readable" in argv and "-on-error=cleanup" in argv
-    assert packer.init_argv(info, t) == ("packer", "init", "/out/web.pkr.hcl")
+    assert packer.init_argv(info, t) == ("packer", "init", "--", "/out/web.pkr.hcl")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 import time
+import urllib.parse
 
 import pytest
 
@@ -48,6 +51,68 @@ def test_sensitive_values_are_redacted_everywhere() -> None:
         process.run(call, seen.append)
     assert secret not in info.value.message
     assert seen == ["token=<redacted>"]
+
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIGd1bW15IGtleSBmb3IgYSB0ZXN0IG9mIHJlZGFjdGlvbg==\n"
+    "-----END PRIVATE KEY-----\n"
+)
+CREDENTIALS = '{\n  "type": "service_account",\n  "private_key_id": "0d1f7f0c5e2b4d2aa9e8"\n}'
+
+
+@pytest.mark.parametrize("secret", [PEM, CREDENTIALS], ids=["pem", "json"])
+def test_every_line_of_a_multi_line_secret_is_redacted(secret: str) -> None:
+    """Output is redacted line by line: a multi-line secret never appears whole in a line,
+    so each of its lines must be redacted on its own, in streamed output and errors."""
+    seen: list[str] = []
+    script = "printf '%s' \"$S\"; printf '%s' \"$S\" >&2; exit 1"
+    call = Call(argv=("sh", "-c", script), env={"S": secret}, sensitive=(secret,))
+    with pytest.raises(ToolError) as info:
+        process.run(call, seen.append)
+    shown = "\n".join(seen) + info.value.message
+    for line in secret.splitlines():
+        if len(line.strip()) >= process.MIN_LINE:
+            assert line.strip() not in shown
+    assert "<redacted>" in shown
+
+
+def test_encoded_forms_of_a_secret_are_redacted() -> None:
+    secret = "hunter2/very+secret=1"
+    basic = base64.b64encode(f"deploy:{secret}".encode()).decode()
+    lines = [
+        f"Authorization: Basic {basic}",
+        f"x={base64.b64encode(secret.encode()).decode()}",
+        f"u={base64.urlsafe_b64encode(('ab' + secret).encode()).decode()}",
+        f"https://h/?token={urllib.parse.quote(secret, safe='')}",
+        f"q={urllib.parse.quote_plus(secret)}",
+        json.dumps({"key": PEM}),
+    ]
+    for text in lines:
+        out = process.redact(text, [secret, PEM])
+        assert "<redacted>" in out, text
+        assert secret not in out and PEM.splitlines()[1] not in out
+    assert process.redact("nothing to hide here", [secret]) == "nothing to hide here"
+    assert process.redact("{ and }", [CREDENTIALS]) == "{ and }"  # short lines of a secret stay
+
+
+def test_an_isolated_call_gets_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code someone else wrote (a check from an attestation) runs in an isolated child:
+    nothing of the caller's environment but PATH and the locale, plus what the call gives."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leaked-aws-secret")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/root/gcp.json")
+    monkeypatch.setenv("BAKE_SIGNING_KEY", "/root/ci.key")
+    monkeypatch.setenv("BAKE_KEY_PASSPHRASE", "pass")
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy:3128")
+    probe = "import json, os; print(json.dumps(dict(os.environ)))"
+    env = json.loads(
+        process.run(Call(argv=(sys.executable, "-c", probe), env={"HOME": "/tmp/x"}, isolated=True)).stdout
+    )
+    assert "leaked-aws-secret" not in json.dumps(env)
+    assert not {"GOOGLE_APPLICATION_CREDENTIALS", "BAKE_SIGNING_KEY", "HTTPS_PROXY"} & set(env)
+    assert env["HOME"] == "/tmp/x" and env["PATH"]
+    allowed = json.loads(process.run(Call(argv=(sys.executable, "-c", probe))).stdout)
+    assert allowed["AWS_SECRET_ACCESS_KEY"] == "leaked-aws-secret"  # a tool call (Packer) still gets it
 
 
 def test_environment_is_allow_listed(monkeypatch: pytest.MonkeyPatch) -> None:

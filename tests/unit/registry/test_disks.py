@@ -4,8 +4,12 @@ fetches a real baked disk through dir: and the Debian docker-registry."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,94 @@ def test_oci_artifact_with_three_layers_round_trip(tmp_path: Path) -> None:
     with pytest.raises(TrustError):
         disks.fetch("oci://127.0.0.1:5000/bake", ref, wanted, dests(tmp_path / "bad"), send=fake)
     assert list((tmp_path / "bad").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- all or nothing
+
+
+def two_versions(tmp_path: Path) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A dir: registry holding two builds' files: its URL and each build's role -> digest."""
+    root = tmp_path / "reg"
+    v1, v2 = vm_files(tmp_path / "v1"), vm_files(tmp_path / "v2")
+    disks.store_in_dir(root, [*v1, *v2])
+    return f"dir:{root}", {f.role: f.digest for f in v1}, {f.role: f.digest for f in v2}
+
+
+def fetched(out: Path) -> dict[str, str]:
+    return {role: sha256_file(path) for role, path in dests(out).items()}
+
+
+def test_sigint_during_the_switch_waits_for_the_whole_set(tmp_path: Path) -> None:
+    url, v1, v2 = two_versions(tmp_path)
+    out = tmp_path / "out"
+    disks.fetch(url, None, v1, dests(out))
+    renames: list[Path] = []
+
+    def interrupted_rename(src: Path, dst: Path) -> None:
+        renames.append(dst)
+        if len(renames) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between two renames
+        os.replace(src, dst)
+
+    with pytest.raises(KeyboardInterrupt):
+        disks.fetch(url, None, v2, dests(out), rename=interrupted_rename)
+    assert len(renames) == 3 and fetched(out) == v2  # the interrupt came after the last one
+    assert not list(out.glob(".fetch-*"))
+
+
+KILLED_FETCH = """
+import os, signal, sys
+from pathlib import Path
+from bake.registry import disks
+url, out, kill_at = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+files = dict(arg.split("=") for arg in sys.argv[4:])
+renames = []
+def rename(src, dst):
+    renames.append(dst)
+    if len(renames) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace(src, dst)
+names = {"disk": "web.qcow2", "kernel": "web.vmlinuz", "initrd": "web.initrd.img"}
+disks.fetch(url, None, files, {r: out / n for r, n in names.items()}, rename=rename)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_fetch_killed_mid_switch_is_completed_by_the_next_one(tmp_path: Path, kill_at: int) -> None:
+    url, v1, v2 = two_versions(tmp_path)
+    out = tmp_path / "out"
+    disks.fetch(url, None, v1, dests(out))
+    argv = [
+        sys.executable,
+        "-c",
+        KILLED_FETCH,
+        url,
+        str(out),
+        str(kill_at),
+        *(f"{r}={d}" for r, d in v2.items()),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(disks.__file__).resolve().parents[2])}
+    assert subprocess.run(argv, env=env, check=False).returncode == -signal.SIGKILL
+    assert len(list(out.glob(".fetch-*"))) == 1  # what the killed fetch left: a stage with its journal
+    assert disks.sweep_stages(out) == 1
+    assert fetched(out) == v2 and not list(out.glob(".fetch-*"))
+    disks.fetch(url, None, v1, dests(out))  # and a fetch goes on from there
+    assert fetched(out) == v1
+
+
+def test_stale_stages_are_swept_and_live_ones_left(tmp_path: Path) -> None:
+    url, v1, _ = two_versions(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".fetch-12345-abcd"  # a fetch killed while downloading: no journal yet
+    dead.mkdir()
+    (dead / "web.qcow2").write_bytes(os.urandom(1 << 20))
+    older = out / f".fetch-web.qcow2-{2**22 + 7}"  # a stage file of an earlier bake, its pid gone
+    older.write_bytes(b"x")
+    live = out / ".fetch-live"
+    live.mkdir()
+    with (live / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        disks.fetch(url, None, v1, dests(out))
+        assert sorted(p.name for p in out.glob(".fetch-*")) == [".fetch-live"]
+    assert fetched(out) == v1

@@ -50,6 +50,7 @@ def test_push_argv_to_a_loopback_registry(tmp_path: Path) -> None:
         "--src-daemon-host", HOST,
         "--dest-tls-verify=false",
         "--digestfile", str(tmp_path / "d"),
+        "--",
         f"docker-daemon:{IMAGE}",
         "docker://127.0.0.1:5000/bake/web:1.4.0-2",
     )  # fmt: skip
@@ -81,19 +82,19 @@ def test_push_argv_refuses_bad_destinations(tmp_path: Path, repo: str, tag: str,
 def test_layout_and_inspect_and_pull_argv(tmp_path: Path) -> None:
     assert layout_argv(HOST, IMAGE, tmp_path / "oci" / "web", "1.4.0", digestfile=tmp_path / "d") == (
         "skopeo", "copy", "--quiet", "--src-daemon-host", HOST, "--digestfile", str(tmp_path / "d"),
-        f"docker-daemon:{IMAGE}", f"oci:{tmp_path}/oci/web:1.4.0",
+        "--", f"docker-daemon:{IMAGE}", f"oci:{tmp_path}/oci/web:1.4.0",
     )  # fmt: skip
     ref = RegistryRef.parse(f"127.0.0.1:5000/bake/web@{DIGEST}")
     assert inspect_argv(ref) == (
-        "skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://127.0.0.1:5000/bake/web@{DIGEST}",
+        "skopeo", "inspect", "--raw", "--tls-verify=false", "--", f"docker://127.0.0.1:5000/bake/web@{DIGEST}",
     )  # fmt: skip
     remote = RegistryRef.parse(f"reg.example.org/web@{DIGEST}")
     assert inspect_argv(remote, authfile=Path("/a")) == (
-        "skopeo", "inspect", "--raw", "--authfile", "/a", f"docker://reg.example.org/web@{DIGEST}",
+        "skopeo", "inspect", "--raw", "--authfile", "/a", "--", f"docker://reg.example.org/web@{DIGEST}",
     )  # fmt: skip
     assert copy_argv("docker://x", "docker-daemon:y:z", dest_daemon_host=HOST, src_insecure=True) == (
         "skopeo", "copy", "--quiet", "--dest-daemon-host", HOST, "--src-tls-verify=false",
-        "docker://x", "docker-daemon:y:z",
+        "--", "docker://x", "docker-daemon:y:z",
     )  # fmt: skip
 
 
@@ -170,7 +171,7 @@ class FakeTools:
         elif argv[:2] == ("skopeo", "inspect"):
             stdout = self.manifest.decode() + "\n"
         elif argv[:3] == ("docker", "image", "inspect"):
-            found = self.engine_images.get(argv[3])
+            found = self.engine_images.get(argv[-1])
             if found is None:
                 return Result(argv, 1, "", "no such image", 0.0)
             stdout = json.dumps([{"Id": found}])
@@ -241,7 +242,7 @@ def test_pull_from_a_registry(tmp_path: Path) -> None:
     ref = f"127.0.0.1:5000/bake/web@{DIGEST}"
     assert images.pull_to_docker(tools, HOST, ref, name="web:pinned", environ={}) == IMAGE
     (copy, _) = tools.calls
-    assert copy.argv[-3:] == ("--src-tls-verify=false", f"docker://{ref}", "docker-daemon:web:pinned")
+    assert copy.argv[-4:] == ("--src-tls-verify=false", "--", f"docker://{ref}", "docker-daemon:web:pinned")
 
     tools.on_copy = lambda call: tools.engine_images.clear()
     with pytest.raises(ToolError, match="has no web:pinned"):

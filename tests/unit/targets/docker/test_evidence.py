@@ -56,12 +56,12 @@ def test_collect_image_manifest_exports_a_created_container_and_removes_it() -> 
     create, export, remove = fake.calls
     assert create[:2] == ("docker", "create") and create[-1] == "bake/web:1.4.0"
     assert "--network" in create and "--entrypoint" in create
-    assert export == ("docker", "export", "c0ffee")
-    assert remove == ("docker", "rm", "-f", "-v", "c0ffee")
+    assert export == ("docker", "export", "--", "c0ffee")
+    assert remove == ("docker", "rm", "-f", "-v", "--", "c0ffee")
 
 
 def test_collect_image_manifest_removes_the_container_when_the_export_fails() -> None:
     fake = FakeDocker(b"garbage" * 200)
     with pytest.raises(BakeError):
         collect_image_manifest(fake.run, ENGINE, "bake/web:1.4.0", streamer=fake.stream)
-    assert fake.calls[-1] == ("docker", "rm", "-f", "-v", "c0ffee")
+    assert fake.calls[-1] == ("docker", "rm", "-f", "-v", "--", "c0ffee")

@@ -364,7 +364,7 @@ class FakeEngine:
         self.calls.append(argv)
         out = ""
         if argv[:3] == ("docker", "image", "inspect"):
-            ref = argv[3]
+            ref = argv[-1]
             if ref in self.loaded:
                 out = json.dumps([{"Id": self.loaded[ref]}])
             elif ref.startswith("sha256:"):
@@ -409,8 +409,8 @@ def test_normalize_exports_rewrites_writes_a_layout_and_loads_it(tmp_path: Path)
     assert got.dropped == ("/.dockerenv",)
     create = fake.calls[1]
     assert create[:2] == ("docker", "create") and create[-1] == "sha256:" + "1" * 64
-    assert ("docker", "export", "c0ffee") in fake.calls
-    assert ("docker", "rm", "-f", "-v", "c0ffee") in fake.calls
+    assert ("docker", "export", "--", "c0ffee") in fake.calls
+    assert ("docker", "rm", "-f", "-v", "--", "c0ffee") in fake.calls
     copy = next(c for c in fake.calls if c[0] == "skopeo")
     assert copy[-2:] == (f"oci:{got.layout}:a", "docker-daemon:bake-repro/web:a")
     assert copy[copy.index("--dest-daemon-host") + 1] == ENGINE.host
@@ -441,7 +441,7 @@ def test_normalize_removes_the_container_when_the_export_fails(tmp_path: Path) -
     fake = FakeEngine(b"", fail_export=True)
     with pytest.raises(BakeError):
         normalize(fake, tmp_path / "work")
-    assert fake.calls[-1] == ("docker", "rm", "-f", "-v", "c0ffee")
+    assert fake.calls[-1] == ("docker", "rm", "-f", "-v", "--", "c0ffee")
     assert not any(c[0] == "skopeo" for c in fake.calls)
     assert list((tmp_path / "work").iterdir()) == []
 

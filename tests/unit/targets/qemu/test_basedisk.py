@@ -107,10 +107,12 @@ def test_mkfs_makes_a_sparse_ext4_image_from_a_folder() -> None:
         "root",
         "-d",
         "/w/root",
+        "--",
         "/w/disk.raw",
         f"{2 << 20}k",
     )
-    assert vmbase.convert_argv(Path("a.raw"), Path("b.qcow2"))[-4:] == ("-O", "qcow2", "a.raw", "b.qcow2")
+    convert = vmbase.convert_argv(Path("a.raw"), Path("b.qcow2"))
+    assert convert[-5:] == ("-O", "qcow2", "--", "a.raw", "b.qcow2")
 
 
 def _fake_root(root: Path) -> None:

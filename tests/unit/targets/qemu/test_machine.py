@@ -89,6 +89,7 @@ def test_overlay_is_backed_by_the_final_disk() -> None:
         "/i/web.qcow2",
         "-F",
         "qcow2",
+        "--",
         "/w/o.qcow2",
     )
 
@@ -130,8 +131,8 @@ def test_ssh_config_trusts_no_host_key_and_shares_one_connection() -> None:
         "ControlPath /tmp/bake-ssh-x/%C",
     ):
         assert expected in lines
-    assert vm.ssh_argv(Path("/c"), "true") == ("ssh", "-F", "/c", "bake-vm", "true")
-    assert vm.ssh_stop_master_argv(Path("/c")) == ("ssh", "-F", "/c", "-O", "exit", "bake-vm")
+    assert vm.ssh_argv(Path("/c"), "true") == ("ssh", "-F", "/c", "--", "bake-vm", "true")
+    assert vm.ssh_stop_master_argv(Path("/c")) == ("ssh", "-F", "/c", "-O", "exit", "--", "bake-vm")
     assert vm.testinfra_hosts() == "ssh://bake-vm"
 
 

@@ -155,7 +155,7 @@ def test_verify_boots_an_overlay_runs_testinfra_over_ssh_and_leaves_nothing(
     assert not fake.spawned[0].alive()
     assert not (tmp_path / "v" / "vm" / "overlay.qcow2").exists()
     assert not config.parent.exists()
-    assert any(c.argv[-3:] == ("-O", "exit", "bake-vm") for c in fake.calls)
+    assert any(c.argv[-4:] == ("-O", "exit", "--", "bake-vm") for c in fake.calls)
     assert any(c.argv[-3:] == ("systemctl", "poweroff", "--no-block") for c in fake.calls)
     assert boot.disk.read_bytes() == b"x"
 
@@ -225,7 +225,7 @@ def test_the_file_manifest_is_taken_over_ssh_before_the_checks_run(tmp_path: Pat
     )  # fmt: skip
     assert out.files is not None and [e.path for e in out.files][:2] == ["/bin", "/etc"]
     (call,) = streamed
-    assert call.argv[:4] == ("ssh", "-F", call.argv[2], vm.SSH_ALIAS)
+    assert call.argv[:5] == ("ssh", "-F", call.argv[2], "--", vm.SSH_ALIAS)
     command = call.argv[-1]
     assert command.startswith("env LC_ALL=C find / -xdev")
     for path in ("/srv/cache", "/etc/machine-id", "/etc/ssh/ssh_host_ed25519_key", "/proc"):
