@@ -276,7 +276,9 @@ def output_problems(output: TargetOutput) -> list[str]:
     if not _DIGEST.fullmatch(output.digest):
         problems.append("digest must be sha256:<64 hex>")
     if output.ref is not None and not reference_ok(output.ref):
-        problems.append("ref must be a reference (HOST/REPO[:TAG]@sha256:…, oci-layout:PATH@sha256:… or oci:/PATH:TAG)")
+        problems.append(
+            "ref must be a reference (HOST/REPO[:TAG]@sha256:…, oci-layout:PATH@sha256:… or oci:/PATH:TAG)"
+        )
     if output.artifact_id is not None and not artifact_id_ok(output.artifact_id):
         problems.append("artifact_id must be letters, digits and . _ : / + @ -")
     if output.image_id is not None and not _DIGEST.fullmatch(output.image_id):
