@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bake.app.session import RegistryAccess, Session
 from bake.deploy.drift import DriftReport
@@ -18,6 +19,9 @@ from bake.deploy.resolve import Resolution
 from bake.errors import BakeError, TrustError
 from bake.infra import process
 from bake.registry.client import Snapshot
+
+if TYPE_CHECKING:
+    from bake.recipe.models import Check
 from bake.targets.docker.engine import Engine
 from bake.verify.run import VerifyReport
 
@@ -67,12 +71,9 @@ def _engine_for(session: Session, host: str) -> Iterator[Engine | None]:
 
 def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftResult:
     from bake.attest.filemanifest import open_manifest
-    from bake.attest.predicates import checks_from_test_result
-    from bake.attest.statements import open_statement
     from bake.deploy.drift import check_drift
     from bake.deploy.instances import testinfra_host
     from bake.deploy.resolve import find_by_digest, resolve
-    from bake.recipe.models import Check
     from bake.verify.run import run_checks
 
     read = session.reader(access)
@@ -98,12 +99,7 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
         )
         verify = None
         if req.checks and "test-result" in res.attestations:
-            stmt = open_statement(
-                json.loads(_attestation(snap, res, "test-result")),
-                snap.attestation_keys,
-                expect_subject_digest=res.digest,
-            )
-            checks = [Check.model_validate(c) for c in checks_from_test_result(stmt)]
+            checks = image_checks(snap, res)
             if checks:
                 verify = run_checks(
                     session.runner,
@@ -115,6 +111,20 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
                     (f"--ssh-config={req.ssh_config.resolve()}",) if req.ssh_config else (),
                 )
     return DriftResult(res, req.host, report, verify)
+
+
+def image_checks(snap: Snapshot, res: Resolution) -> list[Check]:
+    """The verify checks that verified the image, as its signed test result carries them."""
+    from bake.attest.predicates import checks_from_test_result
+    from bake.attest.statements import open_statement
+    from bake.recipe.models import Check
+
+    stmt = open_statement(
+        json.loads(_attestation(snap, res, "test-result")),
+        snap.attestation_keys,
+        expect_subject_digest=res.digest,
+    )
+    return [Check.model_validate(c) for c in checks_from_test_result(stmt)]
 
 
 def _attestation(snap: Snapshot, res: Resolution, kind: str) -> bytes:
