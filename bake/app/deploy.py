@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bake.app.session import RegistryAccess, Session
+from bake.app.session import Reader, RegistryAccess, Session
 from bake.errors import BakeError, TrustError
 
 if TYPE_CHECKING:
@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from bake.deploy.resolve import Resolution
     from bake.registry import disks
     from bake.registry.backend import Registry
+    from bake.registry.client import Snapshot
 
 
 @dataclass(frozen=True)
 class Resolved:
     registry: Registry
     resolution: Resolution
+    snapshot: Snapshot
 
 
 def resolve(
@@ -36,18 +38,30 @@ def resolve(
 
 
 def verified(
-    session: Session, access: RegistryAccess, spec: str, target: str, lock: Path | None = None
+    session: Session,
+    access: RegistryAccess,
+    spec: str,
+    target: str,
+    lock: Path | None = None,
+    *,
+    read: Reader | None = None,
+    by_digest: bool = False,
 ) -> Resolved:
+    """As :func:`resolve`, with the snapshot it was checked against. With ``by_digest``,
+    ``spec`` names a published build by digest (``NAME@sha256:…``). A reader already open
+    may be passed in."""
+    from bake.deploy.resolve import find_by_digest
     from bake.deploy.resolve import resolve as resolve_spec
     from bake.deploy.verified import check_artifact, check_attestations, default_cache, localize
 
-    read = session.reader(access)
+    read = read or session.reader(access)
     if lock is not None:
         _not_older_than(lock, read.registry.url, read.snapshot.versions.to_json())
-    res = localize(resolve_spec(read.snapshot, spec, target), read.registry.url)
+    pick = find_by_digest if by_digest else resolve_spec
+    res = localize(pick(read.snapshot, spec, target), read.registry.url)
     check_attestations(res, read.snapshot)
     check_artifact(res, default_cache(session.environ))
-    return Resolved(read.registry, res)
+    return Resolved(read.registry, res, read.snapshot)
 
 
 def _not_older_than(lock: Path, url: str, versions: dict[str, object]) -> None:

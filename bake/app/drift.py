@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bake.app.session import RegistryAccess, Session
 from bake.deploy.drift import DriftReport
@@ -21,6 +22,9 @@ from bake.deploy.resolve import Resolution
 from bake.errors import BakeError, TrustError
 from bake.infra import process
 from bake.registry.client import Snapshot
+
+if TYPE_CHECKING:
+    from bake.recipe.models import Check
 from bake.targets.docker.engine import Engine
 from bake.verify.run import VerifyReport
 
@@ -73,12 +77,9 @@ def _engine_for(session: Session, host: str) -> Iterator[Engine | None]:
 
 def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftResult:
     from bake.attest.filemanifest import open_manifest
-    from bake.attest.predicates import checks_from_test_result
-    from bake.attest.statements import open_statement
     from bake.deploy.drift import check_drift
     from bake.deploy.instances import testinfra_host
     from bake.deploy.resolve import find_by_digest, resolve
-    from bake.recipe.models import Check
     from bake.verify.run import run_checks, skipped_results
 
     read = session.reader(access)
@@ -104,12 +105,7 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
         )
         verify = None
         if req.checks and "test-result" in res.attestations:
-            stmt = open_statement(
-                json.loads(_attestation(snap, res, "test-result")),
-                snap.attestation_keys,
-                expect_subject_digest=res.digest,
-            )
-            checks = [Check.model_validate(c) for c in checks_from_test_result(stmt)]
+            checks = image_checks(snap, res)
             held = [(c, PYTHON_CHECKS_SKIPPED) for c in checks if c.testinfra and not req.python_checks]
             run = [c for c in checks if not c.testinfra or req.python_checks]
             if checks:
@@ -128,6 +124,20 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
 def _ssh_agent(environ: Mapping[str, str]) -> dict[str, str]:
     """An ssh:// instance is reached with the operator's ssh agent, if there is one."""
     return {k: environ[k] for k in ("SSH_AUTH_SOCK",) if k in environ}
+
+
+def image_checks(snap: Snapshot, res: Resolution) -> list[Check]:
+    """The verify checks that verified the image, as its signed test result carries them."""
+    from bake.attest.predicates import checks_from_test_result
+    from bake.attest.statements import open_statement
+    from bake.recipe.models import Check
+
+    stmt = open_statement(
+        json.loads(_attestation(snap, res, "test-result")),
+        snap.attestation_keys,
+        expect_subject_digest=res.digest,
+    )
+    return [Check.model_validate(c) for c in checks_from_test_result(stmt)]
 
 
 def _attestation(snap: Snapshot, res: Resolution, kind: str) -> bytes:

@@ -1,6 +1,6 @@
 """The `bake` command line: parse, call a use case in bake.app, render its result.
 
-The command modules (recipes, build, registry, deploy) each import only bake.app and
+The command modules (recipes, build, registry, deploy, keys, rollout) each import only bake.app and
 bake.ui; this package mounts their functions on one Typer app. Heavy modules (pydantic
 models, Jinja2, Rich) load inside the commands that need them, so that a deployer's
 `bake resolve` starts fast (it even has a path without Typer: bake/entry.py).
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from bake import __version__
-from bake.cli import build, catalog, deploy, keys, recipes, registry
+from bake.cli import build, catalog, deploy, keys, recipes, registry, rollout
 from bake.ui.options import DEBUG
 from bake.ui.output import line
 
@@ -55,6 +55,9 @@ COMMANDS = (
     ("pin", deploy.pin),
     ("drift", deploy.drift),
     ("catalog", catalog.catalog_command),
+    ("rollout", rollout.rollout),
+    ("deployments", rollout.deployments),
+    ("reconcile", rollout.reconcile),
     ("sign", keys.sign),
     ("pending", keys.pending),
 )

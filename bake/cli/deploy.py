@@ -20,7 +20,9 @@ def resolve(
     registry: RegistryOpt = None,
     trust: TrustOpt = None,
     target: TargetOpt = "docker",
-    fmt: Annotated[str, typer.Option("--format", help="text, json, env or tfvars.")] = "text",
+    fmt: Annotated[
+        str, typer.Option("--format", help="text, json, env, tfvars or k8s (a kustomize images: entry).")
+    ] = "text",
     lock: Annotated[
         Path | None, typer.Option("--lock", help="Refuse metadata older than this lock file's pins.")
     ] = None,

@@ -18,6 +18,7 @@ from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import semver
 from bake.registry.client import Snapshot
 from bake.registry.model import (
+    RELATIVE_LAYOUT,
     TargetOutput,
     did_you_mean,
     image_ref,
@@ -29,7 +30,7 @@ from bake.registry.model import (
     validate_name,
 )
 
-FORMATS = ("text", "json", "env", "tfvars")
+FORMATS = ("text", "json", "env", "tfvars", "k8s")
 _USAGE = 2
 
 
@@ -178,10 +179,29 @@ def _hcl_string(value: str | None) -> str:
     return '"' + escaped.replace("${", "$${").replace("%{", "%%{") + '"'
 
 
+def _kustomize(res: Resolution) -> str:
+    """A kustomize ``images:`` entry: manifests that say ``image: NAME`` get the image by
+    digest. JSON strings are YAML strings, so no value can break out of its field."""
+    where = f"{image_ref(res.name, res.version)} ({res.target})"
+    if res.ref is None or res.ref.startswith(RELATIVE_LAYOUT):
+        raise BakeError(
+            f"{where} has no reference a cluster can pull",
+            "publish the image to an OCI registry (--registry oci://HOST:PORT/PREFIX) and resolve from it",
+        )
+    repository, _, digest = res.ref.rpartition("@")
+    return (
+        f"# {where}: kustomization.yaml, pinned by digest (bake resolve --format k8s)\n"
+        "images:\n"
+        f"- name: {json.dumps(res.name)}\n"
+        f"  newName: {json.dumps(repository)}\n"
+        f"  digest: {json.dumps(digest)}\n"
+    )
+
+
 def format_resolution(res: Resolution, fmt: str) -> str:
     """Render for people (``text``), tools (``json``), shells and env files (``env``:
-    ``BAKE_IMAGE_REF=…``) or Terraform (``tfvars``: ``image_ref``, ``image_digest``,
-    ``artifact_id``). Ends with a newline."""
+    ``BAKE_IMAGE_REF=…``), Terraform (``tfvars``: ``image_ref``, ``image_digest``,
+    ``artifact_id``) or kustomize (``k8s``: an ``images:`` entry). Ends with a newline."""
     check_values(res)
     if fmt == "json":
         return json.dumps(res.to_json(), indent=2, sort_keys=True) + "\n"
@@ -201,6 +221,8 @@ def format_resolution(res: Resolution, fmt: str) -> str:
             f"image_digest = {_hcl_string(res.digest)}\n"
             f"artifact_id = {_hcl_string(res.artifact_id)}\n"
         )
+    if fmt == "k8s":
+        return _kustomize(res)
     if fmt == "text":
         rows = [
             ("image", image_ref(res.name, res.version)),

@@ -180,6 +180,11 @@ class Snapshot:
             )
         return doc
 
+    def target(self, path: str) -> bytes | None:
+        """The bytes of any target (e.g. the deployment log), checked against its signed
+        length and hash; None when no trusted metadata lists it."""
+        return self._target(path)
+
     def images(self) -> dict[str, ImageDoc]:
         """Every image document (loads them all: for whole-registry operations only)."""
         return {name: self.image(name) for name in self.names()}

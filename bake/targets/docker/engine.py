@@ -77,7 +77,11 @@ def engine(runner: Runner, state: Path, environ: Mapping[str, str] | None = None
 
 
 @contextlib.contextmanager
-def private_dockerd(runner: Runner, folder: Path, timeout: float = 60.0) -> Iterator[Engine]:
+def private_dockerd(
+    runner: Runner, folder: Path, timeout: float = 60.0, options: tuple[str, ...] = ()
+) -> Iterator[Engine]:
+    """A dockerd of our own under ``folder``, stopped when the block ends; ``options`` are
+    more dockerd flags (e.g. to keep its networking off the host's)."""
     folder.mkdir(parents=True, exist_ok=True)
     sock = folder / "docker.sock"
     host = f"unix://{sock}"
@@ -94,6 +98,7 @@ def private_dockerd(runner: Runner, folder: Path, timeout: float = 60.0) -> Iter
         str(folder / "exec"),
         "--pidfile",
         str(folder / "docker.pid"),
+        *options,
     )
     proc = spawn(Call(argv=argv), folder / "dockerd.log")
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bake.deploy import resolve as deploy
 from bake.deploy.resolve import Resolution
@@ -112,6 +114,28 @@ def test_format_tfvars(res: Resolution, web: ImageDoc) -> None:
 
 def test_tfvars_strings_are_escaped() -> None:
     assert deploy._hcl_string('a"b\\c${x}%{y}') == '"a\\"b\\\\c$${x}%%{y}"'
+
+
+def test_format_k8s_is_a_kustomize_images_entry_by_digest(res: Resolution) -> None:
+    text = deploy.format_resolution(res, "k8s")
+    assert text == (
+        "# web@1.4.0+1 (docker): kustomization.yaml, pinned by digest (bake resolve --format k8s)\n"
+        "images:\n"
+        '- name: "web"\n'
+        '  newName: "r.example/web"\n'
+        f'  digest: "{d("b")}"\n'
+    )
+    parsed = yaml.safe_load(text)
+    assert parsed == {"images": [{"name": "web", "newName": "r.example/web", "digest": d("b")}]}
+
+
+@pytest.mark.parametrize(
+    "ref", [None, "oci-layout:oci/web@sha256:" + "a" * 64, "oci-layout:///srv/r@sha256:" + "a" * 64]
+)
+def test_format_k8s_needs_a_reference_a_cluster_can_pull(res: Resolution, ref: str | None) -> None:
+    with pytest.raises(BakeError, match="no reference a cluster can pull") as info:
+        deploy.format_resolution(dataclasses.replace(res, ref=ref), "k8s")
+    assert info.value.hint is not None and "oci://" in info.value.hint
 
 
 def test_format_json_and_text(res: Resolution) -> None:
