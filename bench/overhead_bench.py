@@ -1,9 +1,11 @@
-"""bake's overhead over Packer: `bake build` wall time ÷ `packer build` of the same template.
+"""bake's whole job over Packer: a verified, reproducible `bake build` (wall time, verify and
+the reproducible normalization included) ÷ `packer build` of the same template.
 
 Both run in this process's run, alternately, N times each; the best of each counts. The
 parent (debian-base) is baked first and cached, so both sides build the same child on the
-same base image. bake's time excludes verification and the reproducible normalization, which
-are reported apart (Packer alone does neither). Goal: ratio ≤ 1.10.
+same base image. The headline ratio is the whole bake a user waits for (goal ≤ 1.3); the
+bake without verification and normalization (what Packer alone also does) is printed beside
+it, with the two phases apart, so what the extra time is spent on shows.
 
     DOCKER_HOST=unix:///… python bench/overhead_bench.py [--runs 3] [--json]
 """
@@ -78,28 +80,33 @@ def main() -> int:
     assert isinstance(doc, dict)
     work = state / "work" / f"{doc['name']}-docker-{doc['bake_key'].removeprefix('sha256:')[:12]}"
     base_image = str(doc["parent"]["image_id"])
-    bakes, packers, verifies, normalizes = [], [], [], []
+    wholes, bakes, packers, verifies, normalizes = [], [], [], [], []
     for _ in range(args.runs):
         b = bake_build(recipe, env)
         wall, verify, norm = float(b["wall"]), float(b["verify"]), float(b["normalize"])  # type: ignore[arg-type]
+        wholes.append(wall)
         bakes.append(wall - verify - norm)
         verifies.append(verify)
         normalizes.append(norm)
         packers.append(packer_build(work, base_image, env))
-    best_bake, best_packer = min(bakes), min(packers)
+    best_whole, best_bake, best_packer = min(wholes), min(bakes), min(packers)
+    whole = best_whole / best_packer
     ratio = best_bake / best_packer
     with_normalize = (best_bake + min(normalizes)) / best_packer
     result = {
-        "bake_build_s": round(best_bake, 3),
+        "whole_bake_s": round(best_whole, 3),
         "packer_build_s": round(best_packer, 3),
-        "ratio": round(ratio, 3),
-        "goal": 1.10,
-        "met": ratio <= 1.10,
+        "ratio_whole": round(whole, 3),
+        "goal": 1.3,
+        "met": whole <= 1.3,
+        "bake_build_without_verify_and_normalize_s": round(best_bake, 3),
+        "ratio_without_verify_and_normalize": round(ratio, 3),
         "verify_s": round(min(verifies), 3),
         "normalize_s": round(min(normalizes), 3),
         "ratio_with_normalize": round(with_normalize, 3),
         "runs": args.runs,
         "recipe": args.recipe,
+        "all_whole_s": [round(x, 3) for x in wholes],
         "all_bake_s": [round(x, 3) for x in bakes],
         "all_packer_s": [round(x, 3) for x in packers],
     }
@@ -107,10 +114,11 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"bake build (without verify) {best_bake:.2f}s  packer build {best_packer:.2f}s  "
-            f"ratio {ratio:.3f} (goal <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})  "
-            f"verify {min(verifies):.2f}s and normalize {min(normalizes):.2f}s reported apart "
-            f"(ratio with normalize {with_normalize:.3f})  (best of {args.runs})"
+            f"verified, reproducible bake {best_whole:.2f}s  packer build {best_packer:.2f}s  "
+            f"ratio {whole:.3f} (goal <= 1.3: {'met' if whole <= 1.3 else 'NOT met'})  "
+            f"[without verify {min(verifies):.2f}s and normalize {min(normalizes):.2f}s: "
+            f"{best_bake:.2f}s, ratio {ratio:.3f}; with normalize {with_normalize:.3f}]  "
+            f"(best of {args.runs})"
         )
     return 0
 
