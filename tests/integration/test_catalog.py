@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def two_bakes(
     return outcomes[0], outcomes[1]
 
 
-def run(env: dict[str, str], *args: str, code: int = 0) -> str:
+def run(env: Mapping[str, str | None], *args: str, code: int = 0) -> str:
     from bake.cli import app
 
     result = cli.invoke(app, list(args), env=env)
@@ -73,12 +73,8 @@ def site(
 ) -> Path:
     """Published, promoted, the first revoked; then the catalog."""
     folder = tmp_path_factory.mktemp("catalog")
-    env = {
-        "BAKE_STATE_DIR": str(context.state),
-        "DOCKER_HOST": context.engine.host,
-        "BAKE_KEY_PASSPHRASE": "",
-    }
-    run(env, "keygen", "--out", str(folder / "ci"))
+    env = {"BAKE_STATE_DIR": str(context.state), "DOCKER_HOST": context.engine.host}
+    run({**env, "BAKE_KEY_PASSPHRASE": None}, "keygen", "--out", str(folder / "ci"))  # unset: no passphrase
     env |= {
         "BAKE_SIGNING_KEY": str(folder / "ci.key"),
         "BAKE_TRUST": str(folder / "ci.pub"),
