@@ -163,12 +163,16 @@ class PgRegistry:
 
     def _db(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            conn = _connect(self.location.conninfo)
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                conn.execute(SCHEMA)
-            self._conn = conn
+            self._conn = self._connected()
         return self._conn
+
+    def _connected(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A new connection to a database whose tables exist (made by the first client)."""
+        conn = _connect(self.location.conninfo)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            conn.execute(SCHEMA)
+        return conn
 
     def _one(self, sql: str, *args: object) -> bytes | None:
         import psycopg
@@ -353,7 +357,7 @@ class PgRegistry:
     def acquire(self, key: str, holder: str, seconds: float) -> str | None:
         """Take the lease of ``key`` for ``seconds`` (or renew ours): None when held by
         ``holder`` now, else who holds it. Expiry is the database's clock, never a runner's."""
-        with contextlib.closing(_connect(self.location.conninfo)) as db:
+        with contextlib.closing(self._connected()) as db:
             row = db.execute(
                 "INSERT INTO bake_leases (repo, key, holder, expires) "
                 "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
@@ -370,7 +374,7 @@ class PgRegistry:
             return str(other[0]) if other else "?"
 
     def release(self, key: str, holder: str) -> None:
-        with contextlib.closing(_connect(self.location.conninfo)) as db:
+        with contextlib.closing(self._connected()) as db:
             db.execute(
                 "DELETE FROM bake_leases WHERE repo = %s AND key = %s AND holder = %s",
                 (self.location.repo, key, holder),
