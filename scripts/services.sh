@@ -82,7 +82,7 @@ start_postgres() {
   d=$(mktemp -d /tmp/bake-pg.XXXXXX)
   chown postgres: "$d"
   echo "$d" >"$BAKE_SERVICES/postgres.dir"
-  runuser -u postgres -- "$bin/initdb" -D "$d/data" -A trust -U postgres >"$d/initdb.log" 2>&1 || {
+  runuser -u postgres -- "$bin/initdb" -D "$d/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >"$d/initdb.log" 2>&1 || {
     echo "services: initdb failed" >&2; tail -20 "$d/initdb.log" >&2; return 1; }
   runuser -u postgres -- "$bin/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w -t 60 \
     -o "-c listen_addresses='' -k $d -c fsync=off" start >/dev/null || {

@@ -122,7 +122,9 @@ def _connect(conninfo: str) -> psycopg.Connection[tuple[object, ...]]:
     import psycopg  # loaded only by this backend
 
     try:
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+        # UTF8 on our side even when the database is SQL_ASCII (a cluster made under the C
+        # locale): psycopg would hand such text back as bytes
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10, client_encoding="UTF8")
     except psycopg.OperationalError as e:
         raise RegistryError(
             f"cannot connect to PostgreSQL ({e})".replace("\n", " "),

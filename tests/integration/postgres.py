@@ -38,7 +38,21 @@ def server() -> Iterator[str]:
     bin_ = _bin()
     data = folder / "data"
     process.run(
-        Call(argv=(*as_postgres, str(bin_ / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"))
+        Call(
+            argv=(
+                *as_postgres,
+                str(bin_ / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            )
+        )
     )
     options = f"-c listen_addresses='' -k {folder} -c fsync=off"
     start = ("-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start")
