@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -143,6 +144,34 @@ def _holders(url: str) -> dict[str, str]:
     return {str(k): str(h) for k, h in rows}
 
 
+def _kill_one_and_wait(
+    runners: list[subprocess.Popen[str]], url: str, keys: set[str]
+) -> tuple[int, str, dict[int, dict[str, Any]]]:
+    """SIGKILL the first runner seen holding a lease, in the middle of its bake; wait for
+    the others. (victim, the key it held, the others' --json documents)"""
+    by_pid = {str(r.pid): i for i, r in enumerate(runners)}
+    victim, victim_key, deadline = None, None, time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline:
+        assert any(r.poll() is None for r in runners), "every runner ended before one took a lease"
+        for key, holder in _holders(url).items():
+            pid = holder.split(":")[1]
+            if pid in by_pid and key in keys:
+                victim, victim_key = by_pid[pid], key
+                break
+        time.sleep(0.2)
+    assert victim is not None and victim_key is not None, "no runner took a lease"
+    time.sleep(2)  # well inside its bake (each step sleeps 4 s)
+    os.killpg(runners[victim].pid, signal.SIGKILL)
+    outputs = {}
+    for i, runner in enumerate(runners):
+        out, err = runner.communicate(timeout=1200)
+        if i != victim:
+            assert runner.returncode == 0, err[-4000:]
+            outputs[i] = json.loads(out)
+    assert runners[victim].returncode == -signal.SIGKILL
+    return victim, victim_key, outputs
+
+
 def test_a_fleet_bakes_every_key_once_and_survives_a_killed_runner(
     context: Bakes, baked_web: Outcome, packer_info: PackerInfo, pg: str, keys: Path, tmp_path: Path
 ) -> None:
@@ -166,26 +195,16 @@ def test_a_fleet_bakes_every_key_once_and_survives_a_killed_runner(
             )
 
         runners = [start(state, eng) for state, eng in zip(states, engines, strict=True)]
-        by_pid = {str(r.pid): i for i, r in enumerate(runners)}
-        # kill the first runner seen holding a lease, in the middle of its bake
-        victim, victim_key, deadline = None, None, time.monotonic() + 600
-        while victim is None and time.monotonic() < deadline:
-            for key, holder in _holders(url).items():
-                pid = holder.split(":")[1]
-                if pid in by_pid and key in keyed.values():
-                    victim, victim_key = by_pid[pid], key
-                    break
-            time.sleep(0.2)
-        assert victim is not None, "no runner took a lease"
-        time.sleep(2)  # well inside its bake (each step sleeps 4 s)
-        os.killpg(runners[victim].pid, signal.SIGKILL)
-        outputs = {}
-        for i, runner in enumerate(runners):
-            out, err = runner.communicate(timeout=1200)
-            if i != victim:
-                assert runner.returncode == 0, err[-4000:]
-                outputs[i] = json.loads(out)
-        assert runners[victim].returncode == -signal.SIGKILL
+        try:
+            victim, victim_key, outputs = _kill_one_and_wait(runners, url, set(keyed.values()))
+        finally:  # on a failure too: no runner outlives the test, no pipe is left open
+            for runner in runners:
+                if runner.poll() is None:
+                    os.killpg(runner.pid, signal.SIGKILL)
+                runner.wait()
+                for pipe in (runner.stdout, runner.stderr):
+                    if pipe is not None:
+                        pipe.close()
     # every bake key baked exactly once, across all runners (the killed one's finished ones too)
     for name, key in keyed.items():
         baked = [i for i, state in enumerate(states) if find_good(state, name, "docker", key) is not None]

@@ -4,7 +4,7 @@ names FILE:LINE:COL — never a traceback — in bounded time and memory.
 
 Each case goes as far as a recipe can without a tool: load, validate, vars, `when`, files,
 the plan of every target the recipe declares and its rendered Packer template. The budget
-is fixed (BAKE_FUZZ_SECONDS, default 100 s: CI runs it with the integration tests; the
+is fixed (BAKE_FUZZ_SECONDS, default 60 s: CI runs it with the integration tests; the
 examples are random, so each run explores anew and prints a reproducible seed on failure).
 """
 
@@ -32,7 +32,7 @@ from tests.conftest import RECIPES
 
 pytestmark = pytest.mark.integration
 
-BUDGET = float(os.environ.get("BAKE_FUZZ_SECONDS", "100"))
+BUDGET = float(os.environ.get("BAKE_FUZZ_SECONDS", "60"))
 SHARES = {"structural": 0.45, "textual": 0.35, "random_yaml": 0.12, "raw": 0.08}
 PER_CASE_SECONDS = 15.0  # one case, on a loaded 2-core machine; a render is capped at 5 s
 MAX_GROWTH_KIB = 512 << 10  # what all cases together may add to the process's peak memory
