@@ -114,23 +114,25 @@ def build_one(session: Session, req: BuildRequest, reporter: Reporter) -> BuildR
     target = targets.get(req.target)
     plan = plan_build(session, req)
     target.check(plan)  # refuses before anything runs
-    with contextlib.ExitStack() as stack:
-        if req.registry is not None and not req.force and not req.check_reproducible:
-            hit = published_version(session, req.registry, plan.name, plan.key)
-            if hit is None:
-                hit = stack.enter_context(coordinated(session, req.registry, plan, reporter))
-            if hit is not None:
-                return BuildResult(plan, registry_version=hit)
+    if req.registry is None or req.force or req.check_reproducible:
+        return _bake_one(session, req, reporter, target, plan)
+    with registry_hit(session, req.registry, plan, reporter) as hit:
+        if hit is not None:
+            return BuildResult(plan, registry_version=hit)
         return _bake_one(session, req, reporter, target, plan)
 
 
 @contextlib.contextmanager
-def coordinated(
+def registry_hit(
     session: Session, access: RegistryAccess, plan: Plan, reporter: Reporter
 ) -> Iterator[str | None]:
-    """With a registry whose store has leases: hold the lease of the plan's bake key while
-    this runner bakes it (None), or wait for the runner that holds it and yield the
-    version it published. Without leases: None at once."""
+    """The version the registry holds of the plan's bake key, or None: then this runner
+    bakes it, holding the key's lease while the block runs if the store has leases (and
+    if another runner holds it, waits for that runner's publish and yields its version)."""
+    hit = published_version(session, access, plan.name, plan.key)
+    if hit is not None:
+        yield hit
+        return
     registry = session.writer(access).registry
     if not isinstance(registry, Leases):
         yield None
@@ -230,16 +232,13 @@ def build_all(
         def work(node: graph.Node) -> graph.NodeResult:
             t0 = time.monotonic()
             (p,) = plan_recipe(node.path, info, targets=[req.target], search_path=search, upstream=up)
-            with contextlib.ExitStack() as stack:
-                if req.registry is not None and not req.force:
-                    hit = published_version(session, req.registry, p.name, p.key)
-                    if hit is None:
-                        reporter = PlainReporter(verbose=req.verbose)
-                        hit = stack.enter_context(coordinated(session, req.registry, p, reporter))
-                    if hit is not None:
-                        return graph.NodeResult(
-                            node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
-                        )
+            if req.registry is None or req.force:
+                return bake_node(node, p, t0)
+            with registry_hit(session, req.registry, p, PlainReporter(verbose=req.verbose)) as hit:
+                if hit is not None:
+                    return graph.NodeResult(
+                        node.name, "cached", time.monotonic() - t0, p.version, f"registry {hit}"
+                    )
                 return bake_node(node, p, t0)
 
         def bake_node(node: graph.Node, p: Plan, t0: float) -> graph.NodeResult:

@@ -22,11 +22,11 @@ from bake.deploy.resolve import Resolution
 from bake.errors import BakeError, TrustError
 from bake.infra import process
 from bake.registry.client import Snapshot
+from bake.targets.docker.engine import Engine
+from bake.verify.run import VerifyReport
 
 if TYPE_CHECKING:
     from bake.recipe.models import Check
-from bake.targets.docker.engine import Engine
-from bake.verify.run import VerifyReport
 
 PYTHON_CHECKS_SKIPPED = "a raw Python check from the attestation: runs only with --allow-python-checks"
 

@@ -18,6 +18,7 @@ from bake.errors import BakeError, RegistryError, TrustError
 from bake.registry import semver
 from bake.registry.client import Snapshot
 from bake.registry.model import (
+    LAYOUT_SCHEME,
     RELATIVE_LAYOUT,
     TargetOutput,
     did_you_mean,
@@ -107,7 +108,9 @@ def check_values(res: Resolution) -> None:
     where = image_ref(res.name, res.version)
     output = TargetOutput(res.digest, res.ref, res.artifact_id, res.image_id, res.files)
     problems = output_problems(output)
-    if res.layout_ref is not None and not reference_ok(res.layout_ref):
+    if res.layout_ref is not None and not (
+        res.layout_ref.startswith(LAYOUT_SCHEME) and reference_ok(res.layout_ref)
+    ):
         problems.append("layout_ref must be oci-layout:PATH@sha256:…")
     if not semver.is_version(res.version):
         problems.append("the version must be a semantic version")

@@ -152,6 +152,7 @@ class PgRegistry:
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._change: _Change | None = None
         self._images: OciRegistry | None = None
+        self._schema_ready = False  # set once this object has made sure the tables exist
 
     @classmethod
     def open(cls, url: str) -> PgRegistry:
@@ -169,11 +170,14 @@ class PgRegistry:
         return self._conn
 
     def _connected(self) -> psycopg.Connection[tuple[object, ...]]:
-        """A new connection to a database whose tables exist (made by the first client)."""
+        """A new connection to a database whose tables exist (made by the first client;
+        checked once per registry object, not on every lease beat)."""
         conn = _connect(self.location.conninfo)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            conn.execute(SCHEMA)
+        if not self._schema_ready:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
+            self._schema_ready = True
         return conn
 
     def _one(self, sql: str, *args: object) -> bytes | None:

@@ -192,3 +192,12 @@ def test_a_dir_registry_ref_becomes_oci_dir_tag(res: Resolution, tmp_path: Path)
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": []}))
     with pytest.raises(RegistryError, match="has no tagged image"):
         localize(stored, f"dir:{tmp_path}")
+
+
+def test_a_layout_ref_that_is_no_layout_is_refused(res: Resolution) -> None:
+    import dataclasses
+
+    from bake.deploy.resolve import check_values
+
+    with pytest.raises(TrustError, match="layout_ref"):
+        check_values(dataclasses.replace(res, layout_ref="oci:/srv/oci/web:1.4.0"))

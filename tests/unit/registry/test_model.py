@@ -389,3 +389,23 @@ def test_times_are_rfc3339_utc() -> None:
         model.format_time(datetime(2024, 5, 1))  # naive on purpose
     with pytest.raises(RegistryError, match="not RFC 3339"):
         model.parse_time("2024-05-01 14:00")
+
+
+D64 = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("ref", "ok"),
+    [
+        (f"127.0.0.1:5000/team/web@{D64}", True),
+        (f"oci-layout:oci/web@{D64}", True),
+        (f"oci-layout:///srv/registry/oci/web@{D64}", True),
+        ("oci:/srv/registry/oci/web:1.4.0-abcdef012345", True),  # skopeo's transport, as localized
+        ("oci:/srv/registry/../../etc:1.4.0", False),  # no dot segment in a layout path
+        ("oci:/srv/registry/oci/web:1.4.0\nLD_PRELOAD=x", False),  # one line, nothing appended
+        ("oci:relative/web:1.4.0", False),  # localized refs are absolute
+        (f"oci-layout:oci/../web@{D64}", False),
+    ],
+)
+def test_references_are_checked_against_their_grammar(ref: str, ok: bool) -> None:
+    assert model.reference_ok(ref) is ok
