@@ -39,6 +39,7 @@ class DriftRequest:
     checks: bool = True
     ssh_config: Path | None = None
     python_checks: bool = False  # run raw `testinfra:` checks too (Python from the attestation)
+    full: bool = False  # docker://: every path, not only the container's writable layer
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def drift(session: Session, access: RegistryAccess, req: DriftRequest) -> DriftR
             image_digest=res.digest,
             ssh_config=req.ssh_config,
             environ=session.environ,
+            image_id=res.image_id,
+            full=req.full,
         )
         verify = None
         if req.checks and "test-result" in res.attestations:

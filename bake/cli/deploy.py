@@ -114,6 +114,14 @@ def drift(
             "this machine (in a child without your credentials).",
         ),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="docker://: read every path (docker export), not only the container's writable "
+            "layer; also catches an engine whose image store was changed under it.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a live instance with the signed file manifest of its image, then re-run the
@@ -121,7 +129,7 @@ def drift(
     Exit 0 when clean, 1 when drifted."""
     from bake.deploy.drift import render_text
 
-    req = DriftRequest(image, host, target, not no_checks, ssh_config, allow_python_checks)
+    req = DriftRequest(image, host, target, not no_checks, ssh_config, allow_python_checks, full)
     result = check_drift(session(), access(registry, trust), req)
     if as_json:
         print_json(result.to_json())

@@ -7,7 +7,8 @@ both sides. The report groups what differs (added, removed, changed by aspect) a
 renders as text to read at a glance or as JSON.
 
 `check_drift` is the one edge here: it opens the live stream (``docker export`` or one
-``ssh``) through an injected streamer and runs `compare` over it.
+``ssh``) through an injected streamer and runs `compare` over it; or, for a container of
+the manifest's own image, reads only its writable layer and runs `compare_changes`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bake.attest.filemanifest import Entry, Streamer, entry_to_json, is_volatile, volatile_set
-from bake.deploy.instances import live_entries, parse_instance
+from bake.deploy.instances import LayerChanges, layer_changes, live_entries, parse_instance
 from bake.errors import BakeError
 from bake.infra import process
 from bake.infra.process import Runner
@@ -61,6 +62,7 @@ class DriftReport:
     compared: int  # live paths looked at (volatile ones not counted)
     volatile: tuple[str, ...]
     image: str | None = None  # the manifest's image digest, when the caller knows it
+    method: str = "stream"  # "stream": every live path read; "layer": the writable layer only
 
     @property
     def clean(self) -> bool:
@@ -75,6 +77,7 @@ class DriftReport:
             "clean": self.clean,
             "instance": self.instance,
             "image": self.image,
+            "method": self.method,
             "counts": {
                 "added": len(self.added),
                 "removed": len(self.removed),
@@ -146,6 +149,42 @@ def compare(
     )
 
 
+def compare_changes(
+    manifest: Iterable[Entry],
+    changes: LayerChanges,
+    volatile: frozenset[str],
+    *,
+    instance: str = "",
+    image: str | None = None,
+) -> DriftReport:
+    """Compare a container's writable layer with the manifest of the image it runs: every
+    other path is the image's own (its layers are content-addressed), so only the paths
+    the layer added, changed or deleted can differ. A deleted folder takes its subtree."""
+    remaining = {e.path: e for e in manifest if not is_volatile(e.path, volatile)}
+    added: list[Entry] = []
+    changed: list[Change] = []
+    for entry in changes.entries:
+        if is_volatile(entry.path, volatile):
+            continue
+        before = remaining.get(entry.path)
+        if before is None:
+            added.append(entry)
+        elif aspects := differences(before, entry):
+            changed.append(Change(before, entry, aspects))
+    gone = frozenset(changes.deleted)
+    removed = [e for e in remaining.values() if is_volatile(e.path, gone)]
+    return DriftReport(
+        instance=instance,
+        added=tuple(sorted(added, key=_by_path)),
+        removed=tuple(sorted(removed, key=_by_path)),
+        changed=tuple(sorted(changed, key=lambda c: _by_path(c.after))),
+        compared=len(remaining) - len(removed) + len(added),
+        volatile=tuple(sorted(volatile)),
+        image=image,
+        method="layer",
+    )
+
+
 def check_drift(
     runner: Runner,
     engine: Engine | None,
@@ -157,19 +196,29 @@ def check_drift(
     streamer: Streamer = process.stream,
     environ: Mapping[str, str] | None = None,
     ssh_config: Path | None = None,
+    image_id: str | None = None,
+    full: bool = False,
 ) -> DriftReport:
-    """Collect the live state of *host_url* in one stream and compare it with the manifest.
+    """Collect the live state of *host_url* and compare it with the manifest.
 
     *volatile* adds to the default volatile paths: pass the manifest's own (what was
     ignored when it was recorded) plus any the recipe has added since. For docker://
-    the container is looked up first, so a wrong name fails with Docker's own message.
+    the container is looked up first, so a wrong name fails with Docker's own message;
+    when it runs *image_id* (the image the manifest is of) only its writable layer is
+    read, unless *full* asks for every path (which also catches an engine whose own
+    image store was changed under it).
     """
     instance = parse_instance(host_url)
     vol = volatile_set(volatile)
     if instance.scheme == "docker":
         if engine is None:
             raise BakeError(f"checking {host_url} needs a Docker engine")
-        runner(engine.call("container", "inspect", "--format", "{{.Id}}", "--", instance.host))
+        fmt = ("--format", "{{.Image}}")
+        running = runner(engine.call("container", "inspect", *fmt, "--", instance.host)).stdout.strip()
+        if not full and image_id is not None and running == image_id:
+            changes = layer_changes(engine, instance.host, vol)
+            if changes is not None:
+                return compare_changes(manifest_entries, changes, vol, instance=host_url, image=image_digest)
     env = os.environ if environ is None else environ
     with live_entries(engine, instance, vol, streamer=streamer, environ=env, ssh_config=ssh_config) as live:
         return compare(manifest_entries, live, vol, instance=host_url, image=image_digest)

@@ -84,15 +84,37 @@ def test_drift_of_a_running_web_container(baked_web: Outcome, context: Bakes) ->
         wait_running(context, cid)
         url = f"docker://{name}"
 
-        fresh = drift.check_drift(
-            runner, engine, manifest.entries, url, manifest.volatile, image_digest=image
-        )
+        def both() -> tuple[DriftReport, DriftReport]:
+            """The writable-layer check (the default for a container of the signed image)
+            and the full export; they must agree on everything but the method."""
+            args = (runner, engine, manifest.entries, url, manifest.volatile)
+            layer = drift.check_drift(*args, image_digest=image, image_id=image)
+            full = drift.check_drift(*args, image_digest=image, image_id=image, full=True)
+            assert (layer.method, full.method) == ("layer", "stream")
+            assert layer.to_json() == {**full.to_json(), "method": "layer"}
+            return layer, full
+
+        fresh, _ = both()
         assert fresh.clean, drift.render_text(fresh)
         assert fresh.compared == len(entries)
 
         sh(context, cid, "echo '<h1>defaced</h1>' > /srv/www/index.html")
         sh(context, cid, "printf '#!/bin/sh\\nexec sh\\n' > /usr/local/bin/backdoor")
         sh(context, cid, "chmod 0666 /etc/nginx/conf.d/site.conf")
+        # a folder removed, and one emptied and made again (an opaque folder in the layer)
+        sh(context, cid, "rm -rf /usr/share/doc/curl")
+        sh(context, cid, "rm -rf /usr/share/doc/nginx-light && mkdir /usr/share/doc/nginx-light")
+        sh(context, cid, "touch /usr/share/doc/nginx-light/new && chown 4242 /srv/www")
+        layer, _ = both()
+        assert {c.path: c.aspects for c in layer.changed} == {
+            "/srv/www/index.html": ("content",),
+            "/etc/nginx/conf.d/site.conf": ("mode",),
+            "/srv/www": ("owner",),
+        }
+        assert {e.path for e in layer.added} == {"/usr/local/bin/backdoor", "/usr/share/doc/nginx-light/new"}
+        removed = {e.path for e in layer.removed}
+        assert {"/usr/share/doc/curl", "/usr/share/doc/nginx-light/copyright"} <= removed
+        assert all(p.startswith(("/usr/share/doc/curl", "/usr/share/doc/nginx-light/")) for p in removed)
         sh(
             context,
             cid,

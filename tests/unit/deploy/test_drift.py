@@ -18,6 +18,7 @@ from bake.attest.digest import sha256_bytes
 from bake.attest.filemanifest import Entry
 from bake.deploy import drift
 from bake.deploy.drift import Change, DriftReport
+from bake.deploy.instances import LayerChanges
 from bake.errors import BakeError
 from bake.infra.process import Call, LineSink, Result
 from bake.targets.docker.engine import Engine
@@ -275,8 +276,74 @@ def test_check_drift_of_a_container_reads_its_export() -> None:
     assert [e.path for e in rep.added] == ["/srv/new"]
     assert rep.image == IMAGE
     assert "/srv/cache" in rep.volatile
-    assert fake.runs[0].argv == ("docker", "container", "inspect", "--format", "{{.Id}}", "--", "web-1")
+    assert fake.runs[0].argv == ("docker", "container", "inspect", "--format", "{{.Image}}", "--", "web-1")
     assert [c.argv for c in fake.streams] == [("docker", "export", "--", "web-1")]
+    assert rep.method == "stream"
+
+
+@pytest.mark.parametrize(
+    ("image_id", "full", "host"),
+    [
+        (None, False, "unix:///test/docker.sock"),  # no signed image id: nothing to lean on
+        ("sha256:other", False, "unix:///test/docker.sock"),  # the container runs another image
+        ("c0ffee", True, "unix:///test/docker.sock"),  # --full
+        ("c0ffee", False, "tcp://10.0.0.1:2376"),  # no local socket to ask for the layer
+    ],
+)
+def test_check_drift_streams_an_export_unless_the_layer_is_enough(
+    image_id: str | None, full: bool, host: str
+) -> None:
+    fake = Fake(tar_of([("etc/passwd", b"root")]))
+    rep = drift.check_drift(
+        fake.run,
+        Engine(host),
+        [f("/etc/passwd", "root")],
+        "docker://web-1",
+        (),
+        streamer=fake.stream,
+        image_id=image_id,
+        full=full,
+    )
+    assert rep.clean and rep.method == "stream"
+    assert [c.argv[1] for c in fake.streams] == ["export"]
+
+
+# --- compare_changes: a container's writable layer against its image's manifest ------------
+
+LAYER_MANIFEST = [
+    d("/etc"),
+    f("/etc/passwd", "root"),
+    d("/usr"),
+    d("/usr/share"),
+    d("/usr/share/doc"),
+    d("/usr/share/doc/curl"),
+    f("/usr/share/doc/curl/copyright"),
+    f("/srv/index.html", "hi"),
+]
+
+
+def test_compare_changes_reads_only_the_layer() -> None:
+    changes = LayerChanges(
+        entries=(f("/etc/passwd", "root\nevil"), d("/etc"), f("/usr/local/bin/backdoor"), f("/tmp/x")),
+        deleted=("/usr/share/doc/curl",),
+    )
+    rep = drift.compare_changes(LAYER_MANIFEST, changes, VOL, instance="docker://web-1", image=IMAGE)
+    assert [e.path for e in rep.added] == ["/usr/local/bin/backdoor"]  # /tmp is volatile
+    assert [e.path for e in rep.removed] == ["/usr/share/doc/curl", "/usr/share/doc/curl/copyright"]
+    assert [(c.path, c.aspects) for c in rep.changed] == [("/etc/passwd", ("content",))]
+    assert rep.compared == len(LAYER_MANIFEST) - 2 + 1
+    assert rep.method == "layer" and rep.to_json()["method"] == "layer"
+
+
+def test_compare_changes_of_an_empty_layer_is_clean() -> None:
+    rep = drift.compare_changes(LAYER_MANIFEST, LayerChanges((), ()), VOL)
+    assert rep.clean and rep.compared == len(LAYER_MANIFEST)
+
+
+def test_a_deleted_path_takes_only_its_own_subtree() -> None:
+    manifest = [f("/etc/a"), f("/etc/ab"), f("/etc/a/b")]
+    rep = drift.compare_changes(manifest, LayerChanges((), ("/etc/a",)), VOL)
+    assert [e.path for e in rep.removed] == ["/etc/a", "/etc/a/b"]
 
 
 def test_check_drift_over_ssh_runs_one_command() -> None:
