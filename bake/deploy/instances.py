@@ -197,5 +197,5 @@ def testinfra_host(url: str) -> str:
     """The testinfra backend URL of an instance URL."""
     instance = parse_instance(url)
     if instance.scheme == "docker":
-        return f"docker://root@{instance.host}"
+        return f"bake-docker://root@{instance.host}"  # one shell for every command (run.SHELL_BACKEND)
     return url

@@ -16,6 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ from bake.recipe.models import Check
 from bake.verify import checks as checkgen
 
 PYTEST_INI = "[pytest]\naddopts = -p no:cacheprovider\n"
+# Beside the checks: the bake-docker:// backend (one shell per container, see
+# bake.verify.shell_backend), registered by the conftest; the child imports nothing of bake.
+SHELL_BACKEND = "bake_shell_backend"
+CONFTEST = f'''"""Written by bake: registers the bake-docker:// testinfra backend ({SHELL_BACKEND}.py)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testinfra.backend  # noqa: E402
+
+testinfra.backend.BACKENDS["bake-docker"] = "{SHELL_BACKEND}.ShellBackend"
+'''
 # What of the caller's environment reaches the checks: how testinfra reaches the instance
 # (a Docker engine, an ssh agent), nothing else (see check_env).
 BACKEND_ENV = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "SSH_AUTH_SOCK")
@@ -134,6 +147,9 @@ def write_module(
     module = folder / "test_verify.py"
     module.write_text(text, encoding="utf-8")
     (folder / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
+    backend = resources.files("bake.verify").joinpath("shell_backend.py").read_text(encoding="utf-8")
+    (folder / f"{SHELL_BACKEND}.py").write_text(backend, encoding="utf-8")
+    (folder / "conftest.py").write_text(CONFTEST, encoding="utf-8")
     return module, tests
 
 

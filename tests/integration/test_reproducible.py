@@ -88,6 +88,17 @@ def test_two_cold_bakes_give_the_same_digests(
         ).stdout.split()
         assert "packer-files" not in listing, name
     _, web_manifest = layout_documents(Path(bakes[0]["web layout"]))
+    # web is debian-base's layer, as it is, and one of its own
+    _, base_manifest = layout_documents(Path(bakes[0]["debian-base layout"]))
+    assert [x["digest"] for x in web_manifest["layers"][:-1]] == [
+        x["digest"] for x in base_manifest["layers"]
+    ]
+    assert len(web_manifest["layers"]) == len(base_manifest["layers"]) + 1
+    web_config, _ = layout_documents(Path(bakes[0]["web layout"]))
+    assert [h["created_by"] for h in web_config["history"]] == [
+        reproducible.HISTORY_NOTE,
+        reproducible.CHILD_NOTE,
+    ]
     assert (
         web_manifest["annotations"]["org.opencontainers.image.base.digest"] == bakes[0]["debian-base digest"]
     )

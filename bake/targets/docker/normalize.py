@@ -56,6 +56,7 @@ from bake.infra.fsutil import replace_dir
 from bake.infra.process import Call, Runner
 from bake.registry.images import copy_argv
 from bake.targets.docker import engine as docker
+from bake.targets.docker import layers
 from bake.targets.docker.engine import Engine
 
 # SOURCE_DATE_EPOCH: 2020-01-01T00:00:00Z, one constant for every bake (see epoch_from_key).
@@ -110,9 +111,11 @@ CONFIG_FIELDS = (
     "WorkingDir",
 )
 HISTORY_NOTE = "bake: the baked filesystem, exported and normalized (reproducible)"
+CHILD_NOTE = "bake: the recipe's changes over its parent, normalized (reproducible)"
 # what `docker run` uses when an image sets no PATH (Docker's own default)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION = "org.opencontainers.image."
+WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"  # a layer's marks for what it removes (OCI image spec)
 LABEL = "io.bake.reproducible"
 
 CHUNK = 1 << 20
@@ -463,9 +466,18 @@ def _tarinfo(m: _Member) -> tarfile.TarInfo:
 # --- the OCI image (pure) ---------------------------------------------------------------
 
 
-def image_config(inspect: Mapping[str, Any], diff_id: str, epoch: int) -> bytes:
+def image_config(
+    inspect: Mapping[str, Any],
+    diff_id: str,
+    epoch: int,
+    *,
+    lower: Sequence[str] = (),
+    lower_history: Sequence[Mapping[str, Any]] = (),
+    note: str = HISTORY_NOTE,
+) -> bytes:
     """The config blob: the image's own settings from `docker image inspect`, the epoch as
-    `created`, one history entry; canonical JSON (sorted keys, no spaces)."""
+    `created`, a history entry per layer (*lower*: the parent's layers' diff IDs, with
+    their history); canonical JSON (sorted keys, no spaces)."""
     created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     source = inspect.get("Config") or {}
     config = {k: source[k] for k in CONFIG_FIELDS if source.get(k) not in (None, "", [], {})}
@@ -477,8 +489,8 @@ def image_config(inspect: Mapping[str, Any], diff_id: str, epoch: int) -> bytes:
         "os": inspect.get("Os") or "linux",
         "created": created,
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": HISTORY_NOTE}],
+        "rootfs": {"type": "layers", "diff_ids": [*lower, diff_id]},
+        "history": [*(dict(h) for h in lower_history), {"created": created, "created_by": note}],
     }
     if inspect.get("Variant"):
         doc["variant"] = inspect["Variant"]
@@ -489,12 +501,14 @@ def _descriptor(media_type: str, blob: bytes) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": sha256_bytes(blob), "size": len(blob)}
 
 
-def image_manifest(config: bytes, layer: Layer, annotations: Mapping[str, str] | None = None) -> bytes:
+def image_manifest(
+    config: bytes, layer: Layer, annotations: Mapping[str, str] | None = None, lower: Sequence[Layer] = ()
+) -> bytes:
     doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": _descriptor(OCI_CONFIG, config),
-        "layers": [{"mediaType": OCI_LAYER, "digest": layer.digest, "size": layer.size}],
+        "layers": [{"mediaType": OCI_LAYER, "digest": x.digest, "size": x.size} for x in (*lower, layer)],
     }
     if annotations:
         doc["annotations"] = dict(sorted(annotations.items()))
@@ -553,10 +567,14 @@ def normalize(
     work: Path,
     streamer: Streamer = process.stream,
     manifest_annotations: Mapping[str, str] | None = None,
+    parent: str | None = None,
 ) -> Normalized:
     """Rewrite *image_id* deterministically into the OCI layout ``work/oci`` and load it
     into the engine as ``repository:tag``. *volatile* adds glob patterns to DROPPED;
-    *manifest_annotations* go on the manifest (see :func:`image_annotations`)."""
+    *manifest_annotations* go on the manifest (see :func:`image_annotations`). With the
+    *parent* it was built FROM, when that is a bake image, the parent's layers are kept
+    and only the new one is rewritten (:mod:`bake.targets.docker.layers`); else the whole
+    filesystem becomes one layer."""
     _check_tag(tag)
     Rules.of(epoch, volatile)  # a bad pattern fails before any work
     inspect = docker.inspect_image(runner, engine, image_id)
@@ -564,12 +582,28 @@ def normalize(
         raise ToolError(f"no image {image_id} in the engine at {engine.host}")
     work.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".oci-", dir=work))
+    ref = f"{repository}:{tag}"
     try:
         blobs = building / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        layer = _export_layer(runner, engine, image_id, building, epoch, volatile, streamer)
-        config = image_config(inspect, layer.digest, epoch)
-        manifest = image_manifest(config, layer, manifest_annotations)
+        rules = (epoch, volatile, streamer)
+        child = (
+            None
+            if parent is None
+            else _child_layer(runner, engine, image_id, inspect, parent, building, rules)
+        )
+        lower: tuple[Layer, ...] = ()
+        history: list[dict[str, Any]] = []
+        note = HISTORY_NOTE
+        if child is None:
+            layer = _export_layer(runner, engine, image_id, building, epoch, volatile, streamer)
+        else:
+            lower, history, layer = child
+            note = CHILD_NOTE
+        config = image_config(
+            inspect, layer.digest, epoch, lower=[x.digest for x in lower], lower_history=history, note=note
+        )
+        manifest = image_manifest(config, layer, manifest_annotations, lower)
         for blob in (config, manifest):
             _write(blobs / split_digest(sha256_bytes(blob))[1], blob)
         _write(building / "oci-layout", OCI_LAYOUT)
@@ -577,12 +611,87 @@ def normalize(
         layout = replace_dir(building, work / "oci").resolve()
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    ref = f"{repository}:{tag}"
-    runner(Call(argv=copy_argv(f"oci:{layout}:{tag}", f"docker-daemon:{ref}", dest_daemon_host=engine.host)))
+    if not (lower and _load_new_layer(runner, engine, layout, config, lower, layer, ref)):
+        to = f"docker-daemon:{ref}"
+        runner(Call(argv=copy_argv(f"oci:{layout}:{tag}", to, dest_daemon_host=engine.host)))
     loaded = docker.image_id(runner, engine, ref)
     if loaded is None:
-        raise ToolError(f"skopeo loaded {layout} but the engine at {engine.host} has no {ref}")
+        raise ToolError(f"bake loaded {layout} but the engine at {engine.host} has no {ref}")
     return Normalized(loaded, sha256_bytes(manifest), layout, layer.dropped, layer.rewritten)
+
+
+def _child_layer(
+    runner: Runner,
+    engine: Engine,
+    image_id: str,
+    inspect: Mapping[str, Any],
+    parent: str,
+    building: Path,
+    rules: tuple[int, Sequence[str], Streamer],
+) -> tuple[tuple[Layer, ...], list[dict[str, Any]], Layer] | None:
+    """The parent's layers (written to the layout as they are) and the image's own layer,
+    rewritten; None when the image is not a bake image's layers plus one."""
+    epoch, volatile, streamer = rules
+    parent_layers = _layers_of(docker.inspect_image(runner, engine, parent))
+    own = _layers_of(inspect)
+    if not parent_layers or own[:-1] != parent_layers or len(own) != len(parent_layers) + 1:
+        return None
+    made_by = runner(engine.call("history", "--no-trunc", "--format", "{{.CreatedBy}}", "--", parent)).stdout
+    if not all(line.startswith(layers.HISTORY_PREFIX) for line in made_by.splitlines()):
+        return None  # a parent bake did not write (a root filesystem import): not reproducible as it is
+    blobs = building / "blobs" / "sha256"
+    with streamer(engine.call("save", "--", image_id, timeout=EXPORT_TIMEOUT)) as out:
+        saved = layers.read_save(out, building)
+    history = layers.parent_history(saved.config, parent_layers)
+    if history is None:
+        return None
+    lower = []
+    for diff_id, path in saved.layers[:-1]:
+        size = path.stat().st_size
+        _seal(path, blobs / split_digest(diff_id)[1])
+        lower.append(Layer(diff_id, size, (), ()))
+    top = saved.layers[-1][1]
+    fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
+    with os.fdopen(fd, "wb") as dst, top.open("rb") as src, tempfile.TemporaryFile(dir=building) as spill:
+        layer = rewrite_layer(src, dst, spill, epoch=epoch, volatile=volatile)
+    top.unlink()
+    _seal(Path(name), blobs / split_digest(layer.digest)[1])
+    return tuple(lower), history, layer
+
+
+def _layers_of(inspect: Mapping[str, Any] | None) -> list[str]:
+    found = ((inspect or {}).get("RootFS") or {}).get("Layers") or []
+    return [str(x) for x in found]
+
+
+def _seal(path: Path, blob: Path) -> None:
+    """A finished blob: readable like the others (mkstemp makes 0600), on disk, in place."""
+    with path.open("rb+") as f:
+        os.fchmod(f.fileno(), 0o644)
+        os.fsync(f.fileno())
+    path.replace(blob)
+
+
+def _load_new_layer(
+    runner: Runner,
+    engine: Engine,
+    layout: Path,
+    config: bytes,
+    lower: Sequence[Layer],
+    layer: Layer,
+    ref: str,
+) -> bool:
+    """``docker load`` of an archive that carries the new layer only: the engine holds the
+    parent's (the image was built on them). False when the engine refuses it."""
+    fd, name = tempfile.mkstemp(prefix=".load-", suffix=".tar", dir=layout.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            own = layout / "blobs" / "sha256" / split_digest(layer.digest)[1]
+            files = [*((x.digest, None) for x in lower), (layer.digest, own)]
+            layers.load_archive(out, config, files, ref)
+        return runner(engine.call("load", "-q", "-i", name, check=False)).returncode == 0
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def _export_layer(
@@ -602,13 +711,14 @@ def _export_layer(
     try:
         blobs = layout / "blobs" / "sha256"
         fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
-        with os.fdopen(fd, "wb") as dst, tempfile.TemporaryFile(prefix=".spill-", dir=layout) as spill:
-            with streamer(engine.call("export", "--", cid, timeout=EXPORT_TIMEOUT)) as out:
-                layer = rewrite_layer(out, dst, spill, epoch=epoch, volatile=volatile)
-            dst.flush()
-            os.fchmod(dst.fileno(), 0o644)  # like the other blobs (mkstemp makes it 0600)
-            os.fsync(dst.fileno())
-        Path(name).replace(blobs / split_digest(layer.digest)[1])
+        export = engine.call("export", "--", cid, timeout=EXPORT_TIMEOUT)
+        with (
+            os.fdopen(fd, "wb") as dst,
+            tempfile.TemporaryFile(prefix=".spill-", dir=layout) as spill,
+            streamer(export) as out,
+        ):
+            layer = rewrite_layer(out, dst, spill, epoch=epoch, volatile=volatile)
+        _seal(Path(name), blobs / split_digest(layer.digest)[1])
     finally:
         docker.remove_container(runner, engine, cid)
     return layer
@@ -727,7 +837,7 @@ def _what(x: Stat, y: Stat) -> list[str]:
 def diff_layers(a_layout: Path, b_layout: Path) -> list[str]:
     """What differs between the images of two OCI layouts (the first image of each):
     config fields (``config: created differs``), then paths of the layers' merged
-    filesystem (a later layer's entry replaces an earlier one's; whiteouts are not read)."""
+    filesystem (a later layer's entry replaces an earlier one's; whiteouts remove)."""
     a_config, a_layers = _read_layout(a_layout)
     b_config, b_layers = _read_layout(b_layout)
     a_own, b_own = a_config.pop("config", {}), b_config.pop("config", {})
@@ -742,11 +852,22 @@ def diff_layers(a_layout: Path, b_layout: Path) -> list[str]:
     return lines + diff_stats(_merged(a_layers), _merged(b_layers))
 
 
-def _merged(layers: Sequence[tuple[str, Path]]) -> dict[str, Stat]:
+def _merged(stack: Sequence[tuple[str, Path]]) -> dict[str, Stat]:
+    """The filesystem the layers make: a layer's entries replace those below; its
+    whiteouts (``.wh.NAME``) remove NAME and what is below it, an opaque folder
+    (``.wh..wh..opq``) what the layers below had in it."""
     out: dict[str, Stat] = {}
-    for _, path in layers:
+    for _, path in stack:
         with path.open("rb") as f:
-            summarize(f, out)  # a layer's entries replace those of the layers below
+            own = summarize(f)
+        for name in [n for n in own if posixpath.basename(n).startswith(WHITEOUT)]:
+            folder, base = posixpath.split(name)
+            gone = folder if base == OPAQUE else posixpath.join(folder, base.removeprefix(WHITEOUT))
+            below = gone + "/"
+            for lower in [n for n in out if n.startswith(below) or (n == gone and base != OPAQUE)]:
+                del out[lower]
+            del own[name]
+        out.update(own)
     return out
 
 

@@ -221,6 +221,8 @@ class DockerSession:
             repository=image_repository(plan.name),
             tag=f"key-{plan.short_key}",
             work=work / "reproducible",
+            # a child keeps its parent's layers and rewrites only its own
+            parent=base.image if base and base.image else None,
         )
         if out.image_id != raw_image:
             self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", raw_image, check=False))

@@ -52,16 +52,9 @@ def verify_container_image(
                 args=("infinity",),
                 labels={VERIFY_LABEL: recipe},
             )
-        time.sleep(0.3)
-        state = docker.container_state(runner, eng, cid)
-        if not state.get("Running"):
-            logs = runner(eng.call("logs", "--tail", "30", "--", cid, check=False))
-            raise VerifyError(
-                f"a fresh container of {image} exited at once (exit {state.get('ExitCode')}):\n"
-                + "\n".join("  | " + line for line in (logs.stdout + logs.stderr).splitlines()[-30:]),
-                "the image's ENTRYPOINT/CMD must keep running for verification",
-            )
-        results = run_module(runner, eng.env, f"docker://root@{cid}", module, tests)
+        results = run_module(runner, eng.env, f"bake-docker://root@{cid}", module, tests)
+        if not results or not all(r.outcome in ("passed", "skipped") for r in results):
+            _still_running(runner, eng, image, cid)  # a container that exited says so first
     finally:
         # by name: `docker run` can create the container and then fail to start it
         docker.remove_container(runner, eng, cid or name)
@@ -76,3 +69,14 @@ def verify_container_image(
         method="fresh-container",
         seconds=time.monotonic() - start,
     )
+
+
+def _still_running(runner: Runner, eng: Engine, image: str, cid: str) -> None:
+    state = docker.container_state(runner, eng, cid)
+    if not state.get("Running"):
+        logs = runner(eng.call("logs", "--tail", "30", "--", cid, check=False))
+        raise VerifyError(
+            f"a fresh container of {image} exited (exit {state.get('ExitCode')}):\n"
+            + "\n".join("  | " + line for line in (logs.stdout + logs.stderr).splitlines()[-30:]),
+            "the image's ENTRYPOINT/CMD must keep running for verification",
+        )

@@ -66,3 +66,24 @@ def test_a_service_name_is_data_in_the_generated_module_never_code() -> None:
     ]
     assert len(runs) == 2 and all("'\"'\"'" in str(r) for r in runs)  # the quote is shell-quoted too
     assert not os.path.exists("/tmp/pwned")
+
+
+def test_the_bake_docker_backend_is_registered_beside_the_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin" / "docker"  # `docker exec -i … /bin/sh`: this machine plays the container
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$*" >> "$0.log"\nexec /bin/sh\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    checks = [
+        Check.model_validate({"command": {"run": "true"}}),
+        Check.model_validate({"command": {"run": "echo hi", "stdout": "hi"}}),
+        Check.model_validate({"command": {"run": "exit 3", "rc": 3}}),
+    ]
+    folder = tmp_path / "verify"
+    report = run_checks(process.run, {}, "bake-docker://root@web-1", "web", checks, folder)
+    assert [r.outcome for r in report.results] == ["passed", "passed", "passed"], report.results
+    assert (folder / "conftest.py").is_file() and (folder / "bake_shell_backend.py").is_file()
+    # one shell for every command
+    assert (tmp_path / "bin" / "docker.log").read_text().splitlines() == ["exec -i -u root web-1 /bin/sh"]

@@ -610,3 +610,26 @@ def test_normalize_annotates_the_manifest_it_writes(tmp_path: Path) -> None:
     manifest = json.loads((got.layout / "blobs" / "sha256" / got.manifest_digest[7:]).read_bytes())
     assert manifest["annotations"] == notes
     assert "/packer-files" in got.dropped
+
+
+def test_the_merged_filesystem_of_layers_applies_whiteouts(tmp_path: Path) -> None:
+    lower = tmp_path / "lower.tar"
+    lower.write_bytes(tar_bytes(*ROOTFS))
+    upper = tmp_path / "upper.tar"
+    upper.write_bytes(
+        tar_bytes(
+            member("srv", tarfile.DIRTYPE, mode=0o755),
+            member("srv/.wh.www", data=b""),  # srv/www and what was below it: gone
+            member("usr", tarfile.DIRTYPE, mode=0o755),
+            member("usr/bin", tarfile.DIRTYPE, mode=0o755),
+            member("usr/bin/.wh..wh..opq", data=b""),  # usr/bin emptied, then one file made
+            member("usr/bin/new", data=b"new"),
+            member("etc/passwd", data=b"changed\n"),
+        )
+    )
+    merged = rp._merged([("a", lower), ("b", upper)])
+    assert "/srv/www" not in merged and "/srv/www/index.html" not in merged
+    assert "/srv/initctl" in merged and "/usr/bin" in merged
+    assert sorted(p for p in merged if p.startswith("/usr/bin/")) == ["/usr/bin/new"]
+    assert not any(".wh." in p for p in merged)
+    assert merged["/etc/passwd"].sha256 == hashlib.sha256(b"changed\n").hexdigest()
