@@ -3,9 +3,12 @@
 A `docker commit` keeps what varies between two bakes of equal inputs: every file's time,
 the image's `created`, the logs and caches apt and dpkg write, ldconfig's aux-cache (it
 holds file times), the day of the last password change in /etc/shadow, and the files the
-engine puts into every container (/.dockerenv, /etc/hostname …). `normalize` exports the
-image's filesystem, rewrites it as one deterministic tar layer, writes an OCI image layout
-whose config holds only what the recipe declared, and loads that into the engine:
+engine puts into every container (/.dockerenv, /etc/hostname …). `normalize` rewrites
+the image as deterministic tar layers, writes an OCI image layout whose config holds only
+what the recipe declared, and loads that into the engine. A recipe without a bake parent
+(its base is an imported root filesystem) becomes one layer, its exported filesystem; a
+child keeps its parent's layers as they are and rewrites only the layer Packer's commit
+added (:mod:`bake.targets.docker.layers`). Each rewritten layer gets:
 
 - entries sorted by path (as bytes, so parents come first); each hard-link group is
   re-pointed at its first path, whatever order the export had;
@@ -640,22 +643,28 @@ def _child_layer(
     if not all(line.startswith(layers.HISTORY_PREFIX) for line in made_by.splitlines()):
         return None  # a parent bake did not write (a root filesystem import): not reproducible as it is
     blobs = building / "blobs" / "sha256"
-    with streamer(engine.call("save", "--", image_id, timeout=EXPORT_TIMEOUT)) as out:
-        saved = layers.read_save(out, building)
-    history = layers.parent_history(saved.config, parent_layers)
-    if history is None:
-        return None
-    lower = []
-    for diff_id, path in saved.layers[:-1]:
-        size = path.stat().st_size
-        _seal(path, blobs / split_digest(diff_id)[1])
-        lower.append(Layer(diff_id, size, (), ()))
-    top = saved.layers[-1][1]
-    fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
-    with os.fdopen(fd, "wb") as dst, top.open("rb") as src, tempfile.TemporaryFile(dir=building) as spill:
-        layer = rewrite_layer(src, dst, spill, epoch=epoch, volatile=volatile)
-    top.unlink()
-    _seal(Path(name), blobs / split_digest(layer.digest)[1])
+    scratch = Path(tempfile.mkdtemp(prefix=".save-", dir=building))  # what the save held
+    try:
+        with streamer(engine.call("save", "--", image_id, timeout=EXPORT_TIMEOUT)) as out:
+            saved = layers.read_save(out, scratch)
+        history = layers.parent_history(saved.config, parent_layers)
+        if history is None:
+            return None
+        lower = []
+        for diff_id, path in saved.layers[:-1]:
+            size = path.stat().st_size
+            _seal(path, blobs / split_digest(diff_id)[1])
+            lower.append(Layer(diff_id, size, (), ()))
+        fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
+        with (
+            os.fdopen(fd, "wb") as dst,
+            saved.layers[-1][1].open("rb") as src,
+            tempfile.TemporaryFile(dir=scratch) as spill,
+        ):
+            layer = rewrite_layer(src, dst, spill, epoch=epoch, volatile=volatile)
+        _seal(Path(name), blobs / split_digest(layer.digest)[1])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return tuple(lower), history, layer
 
 

@@ -633,3 +633,121 @@ def test_the_merged_filesystem_of_layers_applies_whiteouts(tmp_path: Path) -> No
     assert sorted(p for p in merged if p.startswith("/usr/bin/")) == ["/usr/bin/new"]
     assert not any(".wh." in p for p in merged)
     assert merged["/etc/passwd"].sha256 == hashlib.sha256(b"changed\n").hexdigest()
+
+
+# --- a child: the parent's layers kept, its own rewritten ----------------------------------
+
+PARENT_LAYER = tar_bytes(*ROOTFS)
+PARENT = "sha256:" + "2" * 64
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class FakeChildEngine(FakeEngine):
+    """Packer's image is the parent's layer plus one: `docker save` serves both."""
+
+    def __init__(self, own: bytes, *, parent_history: str = rp.HISTORY_NOTE) -> None:
+        raw = {**INSPECT, "RootFS": {"Type": "layers", "Layers": [_sha(PARENT_LAYER), _sha(own)]}}
+        super().__init__(b"", inspect=raw)
+        self.own, self.parent_history = own, parent_history
+
+    def run(self, call: Call, on_line: process.LineSink | None = None) -> Result:
+        argv = call.argv
+        if argv[:3] == ("docker", "image", "inspect") and argv[-1] == PARENT:
+            self.calls.append(argv)
+            return Result(argv, 0, json.dumps([{"RootFS": {"Layers": [_sha(PARENT_LAYER)]}}]), "", 0.0)
+        if argv[:2] == ("docker", "history"):
+            self.calls.append(argv)
+            return Result(argv, 0, self.parent_history + "\n", "", 0.0)
+        if argv[:2] == ("docker", "load"):
+            self.calls.append(argv)
+            with tarfile.open(argv[-1]) as tar:
+                names = tar.getnames()
+                (entry,) = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            assert f"{_sha(PARENT_LAYER)[7:]}/layer.tar" not in names  # the engine has it
+            self.loaded[entry["RepoTags"][0]] = "sha256:" + entry["Config"].removesuffix(".json")
+            return Result(argv, 0, "", "", 0.0)
+        return super().run(call, on_line)
+
+    @contextlib.contextmanager
+    def stream(self, call: Call) -> Iterator[IO[bytes]]:
+        self.calls.append(call.argv)
+        assert call.argv[:2] == ("docker", "save")
+        config = {
+            "rootfs": {"type": "layers", "diff_ids": [_sha(PARENT_LAYER), _sha(self.own)]},
+            "history": [
+                {"created": "2020-01-01T00:00:00Z", "created_by": rp.HISTORY_NOTE},
+                {"created_by": "sh"},
+            ],
+        }
+        raw_config = json.dumps(config).encode()
+        manifest = [{"Config": "c.json", "Layers": ["p/layer.tar", "o/layer.tar"]}]
+        parts = [("p/layer.tar", PARENT_LAYER), ("o/layer.tar", self.own), ("c.json", raw_config)]
+        parts.append(("manifest.json", json.dumps(manifest).encode()))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in parts:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        yield io.BytesIO(buf.getvalue())
+
+
+def normalize_child(fake: FakeEngine, work: Path) -> rp.Normalized:
+    return rp.normalize(
+        fake.run,
+        ENGINE,
+        "sha256:" + "1" * 64,
+        epoch=EPOCH,
+        repository="bake-repro/web",
+        tag="a",
+        work=work,
+        streamer=fake.stream,
+        parent=PARENT,
+    )
+
+
+OWN_LAYER = tar_bytes(
+    member("srv", tarfile.DIRTYPE, mode=0o755),
+    member("srv/www/index.html", data=b"<h1>new</h1>\n"),
+    member("srv/.wh.old", data=b""),
+    member(".dockerenv"),
+)
+
+
+def test_a_child_keeps_its_parent_s_layer_and_rewrites_its_own(tmp_path: Path) -> None:
+    fake = FakeChildEngine(OWN_LAYER)
+    got = normalize_child(fake, tmp_path / "work")
+    assert not any(
+        c[:2] in (("docker", "create"), ("docker", "export")) or c[0] == "skopeo" for c in fake.calls
+    )
+    blobs = got.layout / "blobs" / "sha256"
+    manifest = json.loads((blobs / got.manifest_digest[7:]).read_bytes())
+    lower, own = manifest["layers"]
+    assert lower["digest"] == _sha(PARENT_LAYER)
+    assert (blobs / lower["digest"][7:]).read_bytes() == PARENT_LAYER  # kept, byte for byte
+    assert (blobs / own["digest"][7:]).read_bytes() == rewrite(OWN_LAYER)[0]  # what a rewrite gives
+    assert got.dropped == ("/.dockerenv",)
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+    assert config["rootfs"]["diff_ids"] == [lower["digest"], own["digest"]]
+    assert [h["created_by"] for h in config["history"]] == [rp.HISTORY_NOTE, rp.CHILD_NOTE]
+    assert got.image_id == manifest["config"]["digest"]  # loaded by `docker load`
+    for blob in blobs.iterdir():
+        assert _sha(blob.read_bytes())[7:] == blob.name
+    assert sorted(p.name for p in got.layout.iterdir()) == ["blobs", "index.json", "oci-layout"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["oci"]
+    # the same inputs give the same digest
+    again = normalize_child(FakeChildEngine(OWN_LAYER), tmp_path / "again")
+    assert again.manifest_digest == got.manifest_digest
+
+
+def test_a_parent_bake_did_not_write_makes_one_layer_of_the_whole_filesystem(tmp_path: Path) -> None:
+    fake = FakeChildEngine(OWN_LAYER, parent_history="/bin/sh -c #(nop) imported")
+    fake.tar = tar_bytes(*ROOTFS)  # what `docker export` of the image serves
+    fake.stream = FakeEngine.stream.__get__(fake)  # type: ignore[method-assign]
+    got = normalize_child(fake, tmp_path / "work")
+    manifest = json.loads((got.layout / "blobs" / "sha256" / got.manifest_digest[7:]).read_bytes())
+    assert len(manifest["layers"]) == 1
+    assert any(c[:2] == ("docker", "export") for c in fake.calls)
