@@ -16,9 +16,9 @@ import pytest
 from bake.infra import process
 from bake.infra.packer import PackerInfo
 from bake.targets.base import BakeOptions
+from bake.targets.docker import compare, rootfs
 from bake.targets.docker import engine as docker
 from bake.targets.docker import normalize as reproducible
-from bake.targets.docker import rootfs
 from tests.conftest import RECIPES
 from tests.integration.conftest import bakes, plan_of, require
 
@@ -73,7 +73,7 @@ def test_two_cold_bakes_give_the_same_digests(
     assert bakes[0]["rootfs"] != bakes[1]["rootfs"]
     for name in ("debian-base", "web"):
         first, second = bakes
-        assert reproducible.diff_layers(Path(first[f"{name} layout"]), Path(second[f"{name} layout"])) == []
+        assert compare.diff_layers(Path(first[f"{name} layout"]), Path(second[f"{name} layout"])) == []
         assert first[f"{name} digest"] == second[f"{name} digest"], name
         assert first[name] == second[name], name  # the same image ID in the engine too
     # clean images: no builder leftovers, a PATH, the annotations on the manifest

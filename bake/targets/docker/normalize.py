@@ -37,7 +37,6 @@ temporary file beside the layout, never held in memory, and copied back in sorte
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -118,7 +117,6 @@ CHILD_NOTE = "bake: the recipe's changes over its parent, normalized (reproducib
 # what `docker run` uses when an image sets no PATH (Docker's own default)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ANNOTATION = "org.opencontainers.image."
-WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"  # a layer's marks for what it removes (OCI image spec)
 LABEL = "io.bake.reproducible"
 
 CHUNK = 1 << 20
@@ -236,11 +234,11 @@ class _Member:
     size: int = 0
 
 
-def _key(path: str) -> bytes:
+def path_key(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
-def _rel(name: str) -> str:
+def relative(name: str) -> str:
     return posixpath.normpath("/" + name).lstrip("/")
 
 
@@ -308,7 +306,7 @@ def _ingest(src: IO[bytes], spill: IO[bytes], rules: Rules) -> _Ingested:
         ) as tar:
             while (info := tar.next()) is not None:
                 tar.members.clear()  # type: ignore[attr-defined]  # keep memory flat
-                rel = _rel(info.name)
+                rel = relative(info.name)
                 if not rel:
                     continue
                 path = "/" + rel
@@ -327,7 +325,7 @@ def _ingest(src: IO[bytes], spill: IO[bytes], rules: Rules) -> _Ingested:
                     changed = changed or mode not in (None, m.mode)
                     m = replace(m, offset=offset, size=size, mode=m.mode if mode is None else mode)
                 elif info.islnk():
-                    target = _rel(info.linkname)
+                    target = relative(info.linkname)
                     roots[rel] = roots.get(target, target)
                     m = replace(m, linkname=roots[rel])
                 if rules.drops(path, info.isdir()):
@@ -351,7 +349,7 @@ def _retime_pycs(got: _Ingested, spill: IO[bytes], epoch: int) -> None:
             link = got.members.get(source or "")
             if source is None or link is None or link.type != tarfile.SYMTYPE:
                 break
-            source = _rel(posixpath.join(posixpath.dirname(source), link.linkname))
+            source = relative(posixpath.join(posixpath.dirname(source), link.linkname))
         mtime = got.sources.get(source) if source else None
         if mtime is None or mtime <= epoch or m.size < PYC_HEADER:
             continue
@@ -443,12 +441,12 @@ def _ordered(members: Iterable[_Member], content: Mapping[str, tuple[int, int]])
         else:
             out.append(m)
     for root, group in groups.items():
-        group.sort(key=lambda m: _key(m.path))
+        group.sort(key=lambda m: path_key(m.path))
         holder = group[0]
         offset, size = content.get(root, (0, 0))
         out.append(replace(holder, type=tarfile.REGTYPE, linkname="", offset=offset, size=size))
         out += [replace(m, type=tarfile.LNKTYPE, linkname=holder.path, offset=0, size=0) for m in group[1:]]
-    out.sort(key=lambda m: _key(m.path))
+    out.sort(key=lambda m: path_key(m.path))
     return out
 
 
@@ -738,164 +736,3 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-# --- comparing two layouts ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Stat:
-    """What one path is, for comparing: a hard link shows its group's content digest."""
-
-    kind: str
-    mode: int
-    uid: int
-    gid: int
-    mtime: int
-    sha256: str | None = None
-    target: str | None = None
-    device: tuple[int, int] | None = None
-    xattrs: tuple[tuple[str, str], ...] = ()
-
-
-_KINDS = {
-    tarfile.DIRTYPE: "folder",
-    tarfile.SYMTYPE: "symlink",
-    tarfile.LNKTYPE: "hard link",
-    tarfile.CHRTYPE: "char device",
-    tarfile.BLKTYPE: "block device",
-    tarfile.FIFOTYPE: "fifo",
-}
-
-
-def summarize(stream: IO[bytes], into: dict[str, Stat] | None = None) -> dict[str, Stat]:
-    """Every path of the tar on *stream* (read once; gzip-compressed too) and what it is."""
-    out = {} if into is None else into
-    try:
-        with tarfile.open(
-            fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE, encoding="utf-8", errors="surrogateescape"
-        ) as tar:
-            while (info := tar.next()) is not None:
-                tar.members.clear()  # type: ignore[attr-defined]
-                rel = _rel(info.name)
-                if rel:
-                    out["/" + rel] = _stat(tar, info, out)
-    except tarfile.TarError as e:
-        raise BakeError(f"cannot read a layer as a tar: {e}") from e
-    return out
-
-
-def _stat(tar: tarfile.TarFile, info: tarfile.TarInfo, seen: Mapping[str, Stat]) -> Stat:
-    digest = target = device = None
-    if info.isreg():
-        h = hashlib.sha256()
-        f = tar.extractfile(info)
-        if f is not None:
-            with f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
-        digest = h.hexdigest()
-    elif info.islnk():
-        target = "/" + _rel(info.linkname)
-        linked = seen.get(target)
-        digest = linked.sha256 if linked else None
-    elif info.issym():
-        target = info.linkname
-    elif info.ischr() or info.isblk():
-        device = (info.devmajor, info.devminor)
-    xattrs = tuple(sorted((k, v) for k, v in info.pax_headers.items() if k.startswith("SCHILY.xattr.")))
-    kind = "file" if info.isreg() else _KINDS.get(info.type, repr(info.type))
-    return Stat(kind, info.mode & 0o7777, info.uid, info.gid, int(info.mtime), digest, target, device, xattrs)
-
-
-def diff_stats(a: Mapping[str, Stat], b: Mapping[str, Stat]) -> list[str]:
-    """One line per path that differs: ``/etc/shadow: content; mtime 1577836800 ≠ …``."""
-    lines = []
-    for path in sorted(a.keys() | b.keys(), key=_key):
-        x, y = a.get(path), b.get(path)
-        if x is None:
-            lines.append(f"{path}: missing in the first")
-        elif y is None:
-            lines.append(f"{path}: missing in the second")
-        elif x != y:
-            lines.append(f"{path}: " + "; ".join(_what(x, y)))
-    return lines
-
-
-def _what(x: Stat, y: Stat) -> list[str]:
-    what = []
-    if x.kind != y.kind:
-        what.append(f"type {x.kind} ≠ {y.kind}")
-    if x.sha256 != y.sha256:
-        what.append("content")
-    if x.target != y.target:
-        what.append(f"target {x.target} ≠ {y.target}")
-    if x.mode != y.mode:
-        what.append(f"mode {x.mode:04o} ≠ {y.mode:04o}")
-    if (x.uid, x.gid) != (y.uid, y.gid):
-        what.append(f"owner {x.uid}:{x.gid} ≠ {y.uid}:{y.gid}")
-    if x.mtime != y.mtime:
-        what.append(f"mtime {x.mtime} ≠ {y.mtime}")
-    if x.device != y.device:
-        what.append(f"device {x.device} ≠ {y.device}")
-    if x.xattrs != y.xattrs:
-        what.append("xattrs")
-    return what
-
-
-def diff_layers(a_layout: Path, b_layout: Path) -> list[str]:
-    """What differs between the images of two OCI layouts (the first image of each):
-    config fields (``config: created differs``), then paths of the layers' merged
-    filesystem (a later layer's entry replaces an earlier one's; whiteouts remove)."""
-    a_config, a_layers = _read_layout(a_layout)
-    b_config, b_layers = _read_layout(b_layout)
-    a_own, b_own = a_config.pop("config", {}), b_config.pop("config", {})
-    lines = [
-        f"config: {k} differs"
-        for x, y in ((a_config, b_config), (a_own, b_own))
-        for k in sorted(x.keys() | y.keys())
-        if k != "rootfs" and x.get(k) != y.get(k)
-    ]
-    if [d for d, _ in a_layers] == [d for d, _ in b_layers]:
-        return lines
-    return lines + diff_stats(_merged(a_layers), _merged(b_layers))
-
-
-def _merged(stack: Sequence[tuple[str, Path]]) -> dict[str, Stat]:
-    """The filesystem the layers make: a layer's entries replace those below; its
-    whiteouts (``.wh.NAME``) remove NAME and what is below it, an opaque folder
-    (``.wh..wh..opq``) what the layers below had in it."""
-    out: dict[str, Stat] = {}
-    for _, path in stack:
-        with path.open("rb") as f:
-            own = summarize(f)
-        for name in [n for n in own if posixpath.basename(n).startswith(WHITEOUT)]:
-            folder, base = posixpath.split(name)
-            gone = folder if base == OPAQUE else posixpath.join(folder, base.removeprefix(WHITEOUT))
-            below = gone + "/"
-            for lower in [n for n in out if n.startswith(below) or (n == gone and base != OPAQUE)]:
-                del out[lower]
-            del own[name]
-        out.update(own)
-    return out
-
-
-def _read_layout(layout: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
-    def blob(digest: str) -> bytes:
-        path = layout / "blobs" / "sha256" / split_digest(digest)[1]
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise BakeError(f"cannot read {path}: {e.strerror or e}") from e
-
-    try:
-        index = json.loads((layout / "index.json").read_bytes())
-        manifest = json.loads(blob(index["manifests"][0]["digest"]))
-        config = json.loads(blob(manifest["config"]["digest"]))
-        layers = [
-            (str(d["digest"]), layout / "blobs" / "sha256" / split_digest(d["digest"])[1])
-            for d in manifest["layers"]
-        ]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise BakeError(f"{layout} is not an OCI image layout bake can read: {e}") from e
-    return config, layers

@@ -37,7 +37,7 @@ from bake.targets.base import (
     TimedEvents,
     Verification,
 )
-from bake.targets.docker import KIND, config, image_repository
+from bake.targets.docker import KIND, compare, config, image_repository
 from bake.targets.docker import engine as docker
 from bake.targets.docker import normalize as reproducible
 from bake.targets.docker.engine import Engine
@@ -328,7 +328,7 @@ class DockerSession:
 
     def differences(self, plan: Plan, first: Path, second: Path) -> list[str]:
         layout = Path("work") / f"{plan.name}-{plan.target}-{plan.short_key}" / "reproducible" / "oci"
-        return reproducible.diff_layers(first / layout, second / layout)
+        return compare.diff_layers(first / layout, second / layout)
 
     def restore(self, plan: Plan, artifact: Artifact) -> None:
         docker.tag(self.ctx.runner, self.engine, artifact.id, f"{image_repository(plan.name)}:{plan.version}")

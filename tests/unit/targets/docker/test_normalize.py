@@ -20,6 +20,7 @@ import pytest
 from bake.errors import BakeError
 from bake.infra import process
 from bake.infra.process import Call, Result
+from bake.targets.docker import compare
 from bake.targets.docker import normalize as rp
 from bake.targets.docker.engine import Engine
 from tests import tars
@@ -432,7 +433,7 @@ def test_normalize_twice_gives_the_same_digest_whatever_the_tag(tmp_path: Path) 
     b = normalize(FakeEngine(tar_bytes(*shuffled, fmt=tarfile.GNU_FORMAT)), tmp_path / "b", "b")
     assert a.manifest_digest == b.manifest_digest
     assert a.image_id == b.image_id
-    assert rp.diff_layers(a.layout, b.layout) == []
+    assert compare.diff_layers(a.layout, b.layout) == []
     again = normalize(FakeEngine(tar_bytes(*ROOTFS)), tmp_path / "a", "a")  # replaces the layout
     assert again == a
 
@@ -464,7 +465,7 @@ def test_diff_names_each_path_and_what_differs(tmp_path: Path) -> None:
         member("srv/www/new.html", data=b"new"),
         member("bin", tarfile.SYMTYPE, link="/usr/bin"),
     )
-    lines = rp.diff_stats(rp.summarize(io.BytesIO(a)), rp.summarize(io.BytesIO(b)))
+    lines = compare.diff_stats(compare.summarize(io.BytesIO(a)), compare.summarize(io.BytesIO(b)))
     assert lines == [
         "/bin: target usr/bin ≠ /usr/bin",
         "/etc/shadow: content; mode 0640 ≠ 0600",
@@ -483,12 +484,12 @@ def test_diff_layers_reads_two_layouts_and_names_config_and_files(tmp_path: Path
     ]
     inspect = {**INSPECT, "Config": {**INSPECT["Config"], "Env": ["LANG=C"]}}
     b = normalize(FakeEngine(tar_bytes(*changed), inspect=inspect), tmp_path / "b", "b")
-    assert rp.diff_layers(a.layout, b.layout) == ["config: Env differs", "/srv/www/index.html: content"]
+    assert compare.diff_layers(a.layout, b.layout) == ["config: Env differs", "/srv/www/index.html: content"]
 
 
 def test_diff_layers_says_what_is_wrong_with_a_folder_that_is_no_layout(tmp_path: Path) -> None:
     with pytest.raises(BakeError, match="not an OCI image layout"):
-        rp.diff_layers(tmp_path, tmp_path)
+        compare.diff_layers(tmp_path, tmp_path)
 
 
 # --- compiled Python modules stay valid ----------------------------------------------------
@@ -627,7 +628,7 @@ def test_the_merged_filesystem_of_layers_applies_whiteouts(tmp_path: Path) -> No
             member("etc/passwd", data=b"changed\n"),
         )
     )
-    merged = rp._merged([("a", lower), ("b", upper)])
+    merged = compare._merged([("a", lower), ("b", upper)])
     assert "/srv/www" not in merged and "/srv/www/index.html" not in merged
     assert "/srv/initctl" in merged and "/usr/bin" in merged
     assert sorted(p for p in merged if p.startswith("/usr/bin/")) == ["/usr/bin/new"]
