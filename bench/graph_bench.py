@@ -1,10 +1,12 @@
 """Nightly graph bakes: the no-op rebuild ratio and the speed-up of -j2 over -j1.
 
 A folder with the debian-base recipe and four independent leaves (local steps only, no
-network, so the timing is the toolkit's and Packer's). The base is baked once to warm up.
-Then the leaves are changed and baked with -j1, changed again and baked with -j2 (the
-base stays cached both times), and finally the same folder is baked again with nothing
-changed: that run must start no Packer process. Prints both ratios; --json for CI.
+network, so the timing is the toolkit's and Packer's). The first run bakes everything
+into a new state folder: the cold run (the engine may still hold the bootstrapped root
+filesystem). Then the leaves are changed and baked with -j1, changed again and baked with
+-j2 (the base stays cached both times), and finally the same folder is baked again with
+nothing changed: that run must start no Packer process. Prints the no-op's share of the
+cold run (goal <= 0.02) and of the -j2 run, and the -j2 speed-up (goal >= 1.5); --json.
 
     DOCKER_HOST=unix:///… python bench/graph_bench.py [--leaves 4] [--json]
 """
@@ -70,7 +72,7 @@ def main() -> int:
         env.setdefault("PACKER_TMP_DIR", str(Path(tmp) / "packer-tmp"))
         Path(env["PACKER_TMP_DIR"]).mkdir(parents=True, exist_ok=True)
         write_leaves(folder, args.leaves, "warm")
-        bake_all(folder, 2, env)  # warm-up: the base and the leaves once
+        t_cold, _ = bake_all(folder, 2, env)  # cold: the base and the leaves, new state
         write_leaves(folder, args.leaves, "j1")
         t_j1, doc_j1 = bake_all(folder, 1, env)
         write_leaves(folder, args.leaves, "j2")
@@ -82,9 +84,12 @@ def main() -> int:
         "j1_s": round(t_j1, 2),
         "j2_s": round(t_j2, 2),
         "speedup_j2_over_j1": round(t_j1 / t_j2, 2),
+        "speedup_goal": 1.5,
+        "cold_s": round(t_cold, 2),
         "noop_s": round(t_noop, 2),
-        "noop_ratio": round(t_noop / t_j2, 4),
-        "noop_goal": 0.05,
+        "noop_ratio_cold": round(t_noop / t_cold, 4),
+        "noop_goal": 0.02,
+        "noop_ratio_j2": round(t_noop / t_j2, 4),
         "summaries": built,
     }
     if args.json:
@@ -92,8 +97,9 @@ def main() -> int:
     else:
         print(
             f"{args.leaves} independent leaves: -j1 {t_j1:.1f}s, -j2 {t_j2:.1f}s, "
-            f"speed-up {t_j1 / t_j2:.2f}x; no-op rebuild {t_noop:.2f}s = "
-            f"{t_noop / t_j2:.3f} of the run that baked (goal <= 0.05)"
+            f"speed-up {t_j1 / t_j2:.2f}x (goal >= 1.5); cold run {t_cold:.1f}s, no-op rebuild "
+            f"{t_noop:.2f}s = {t_noop / t_cold:.3f} of it (goal <= 0.02; "
+            f"{t_noop / t_j2:.3f} of the -j2 run)"
         )
     return 0
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bake import targets
 from bake.app import graph
 from bake.app.lease import Leases, holder_id, leased
-from bake.app.publish import PublishResult, find_published, publish_records, published_version
 from bake.app.session import RegistryAccess, Session
 from bake.infra import process
 from bake.plan import Plan, plan_recipe
@@ -24,6 +24,9 @@ from bake.recipe.models import Bootstrap
 from bake.targets import loop, runs
 from bake.targets.base import BakeOptions, Outcome, Target
 from bake.ui.progress import PlainReporter, Reporter
+
+if TYPE_CHECKING:
+    from bake.app.publish import PublishResult
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ def registry_hit(
     """The version the registry holds of the plan's bake key, or None: then this runner
     bakes it, holding the key's lease while the block runs if the store has leases (and
     if another runner holds it, waits for that runner's publish and yields its version)."""
-    hit = published_version(session, access, plan.name, plan.key)
+    from bake.app import publish as publishing  # the registry's code only when there is one
+
+    hit = publishing.published_version(session, access, plan.name, plan.key)
     if hit is not None:
         yield hit
         return
@@ -141,7 +146,7 @@ def registry_hit(
         registry,
         plan.key,
         holder=holder_id(),
-        published=lambda: published_version(session, access, plan.name, plan.key),
+        published=lambda: publishing.published_version(session, access, plan.name, plan.key),
         seconds=session.settings.lease_seconds,
         waiting=lambda who: reporter.note(f"{plan.name} {plan.version}: {who} is baking it; waiting"),
     ) as got:
@@ -151,10 +156,12 @@ def registry_hit(
 def _bake_one(
     session: Session, req: BuildRequest, reporter: Reporter, target: Target, plan: Plan
 ) -> BuildResult:
+    from bake.app import publish as publishing  # the registry's code only when there is one
+
     run = runs.new_run(session.state, session.environ)
     ctx = replace(session.bake_context(reporter), run=run)
     if req.registry is not None and not req.check_reproducible:
-        ctx = replace(ctx, published=find_published(session, req.registry))
+        ctx = replace(ctx, published=publishing.find_published(session, req.registry))
     repro: Reproducibility | None = None
     published: PublishResult | None = None
     with process.terminate_as_interrupt(), target.session(ctx) as tsession, runs.active(run, [tsession]):
@@ -165,7 +172,9 @@ def _bake_one(
         else:
             outcome = loop.bake(target, tsession, ctx, plan, BakeOptions(force=req.force, verify=req.verify))
         if req.registry is not None and (repro is None or repro.same):
-            (published,) = publish_records(session, [outcome.record], req.registry, {req.target: tsession})
+            (published,) = publishing.publish_records(
+                session, [outcome.record], req.registry, {req.target: tsession}
+            )
     return BuildResult(
         plan,
         outcome=outcome,
@@ -219,6 +228,8 @@ def build_all(
 ) -> GraphResult:
     """Bake a folder's recipes as a graph, parents first, `jobs` independent ones at once:
     unchanged ones (by bake key, locally or in the registry) start no Packer at all."""
+    from bake.app import publish as publishing  # the registry's code only when there is one
+
     target = targets.get(req.target)
     nodes = graph.discover(req.folder)
     info = session.packer_info()
@@ -244,13 +255,15 @@ def build_all(
         def bake_node(node: graph.Node, p: Plan, t0: float) -> graph.NodeResult:
             node_ctx = replace(session.bake_context(PlainReporter(verbose=req.verbose)), run=run)
             if req.registry is not None:
-                node_ctx = replace(node_ctx, published=find_published(session, req.registry))
+                node_ctx = replace(node_ctx, published=publishing.find_published(session, req.registry))
             outcome = loop.bake(
                 target, tsession, node_ctx, p, BakeOptions(force=req.force, verify=req.verify)
             )
             detail = str(outcome.record.artifact.digest or outcome.record.artifact.id)[:19]
             if req.registry is not None:
-                (pub,) = publish_records(session, [outcome.record], req.registry, {req.target: tsession})
+                (pub,) = publishing.publish_records(
+                    session, [outcome.record], req.registry, {req.target: tsession}
+                )
                 detail = f"published {pub.name}@{pub.version}"
             status = "cached" if outcome.cached else "built"
             return graph.NodeResult(node.name, status, time.monotonic() - t0, p.version, detail)

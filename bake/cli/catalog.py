@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from bake.app import catalog
 from bake.ui.options import JsonOpt, RegistryOpt, TrustOpt, access, handled, session
 from bake.ui.output import is_ci, line, print_json
 from bake.ui.progress import make_reporter
@@ -44,6 +43,8 @@ def catalog_command(
             reporter.phase("catalog", f"{done}/{total} images")
 
     try:
+        from bake.app import catalog  # its templates and page code: only for this command
+
         result = catalog.generate(session(), access(registry, trust), out, jobs=jobs, progress=progress)
     finally:
         reporter.close()

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from bake.app import deploy
-from bake.app.drift import DriftRequest
-from bake.app.drift import drift as check_drift
 from bake.ui.options import JsonOpt, RegistryOpt, TargetOpt, TrustOpt, access, handled, session
 from bake.ui.output import line, print_json
 
@@ -127,6 +125,8 @@ def drift(
     """Compare a live instance with the signed file manifest of its image, then re-run the
     image's verify checks against it (raw Python checks only with --allow-python-checks).
     Exit 0 when clean, 1 when drifted."""
+    from bake.app.drift import DriftRequest
+    from bake.app.drift import drift as check_drift
     from bake.deploy.drift import render_text
 
     req = DriftRequest(image, host, target, not no_checks, ssh_config, allow_python_checks, full)
