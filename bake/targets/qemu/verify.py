@@ -12,13 +12,15 @@ socket are deleted.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bake.attest.filemanifest import TIMEOUT, Entry, Streamer, find_command, find_entries, volatile_set
@@ -29,6 +31,8 @@ from bake.infra.process import Call, Interrupted, Runner, Spawned
 from bake.recipe.models import Check
 from bake.targets.qemu import machine as vm
 from bake.verify.run import VerifyReport, run_module, write_module
+
+VERIFY_CPUS = min(2, os.cpu_count() or 1)  # checks and the file manifest side by side
 
 BOOT_TIMEOUT = {"kvm": 180.0, "tcg": 900.0}
 POWEROFF_WAIT = 30.0
@@ -217,6 +221,11 @@ class VmVerification:
     manifest_seconds: float = 0.0
 
 
+def _timed(fn: Callable[[], tuple[Entry, ...]]) -> tuple[tuple[Entry, ...], float]:
+    t0 = time.monotonic()
+    return fn(), time.monotonic() - t0
+
+
 def collect_manifest(streamer: Streamer, config: Path, volatile: frozenset[str]) -> tuple[Entry, ...]:
     """The file manifest of a booted VM: the one find | sha256sum pipeline `bake drift`
     runs over SSH, so a live instance is later compared with exactly this."""
@@ -239,18 +248,26 @@ def verify_vm_disk(
     """Boot a fresh VM of `boot.disk`, run the checks with testinfra over SSH, tear it down.
 
     With `volatile` (the recipe's own), the file manifest of the fresh instance is taken
-    first, before any check runs: what `bake drift` compares live VMs with."""
+    while the checks run (what they may write is volatile: logs, /run, /tmp; a check that
+    writes elsewhere shows in it): what `bake drift` compares live VMs with. The VM gets
+    at least VERIFY_CPUS vCPUs, so the two run side by side (under TCG, a host thread each)."""
     start = time.monotonic()
     module, tests = write_module(recipe, checks, folder)
     entries: tuple[Entry, ...] | None = None
     manifest_seconds = 0.0
-    with boot_vm(runner, spawn, boot, machine, folder / "vm", label=f"bake-verify-{recipe}") as booted:
-        if volatile is not None:
-            t0 = time.monotonic()
-            entries = collect_manifest(streamer, booted.config, volatile_set((*VM_VOLATILE, *volatile)))
-            manifest_seconds = time.monotonic() - t0
+    verifier = replace(machine, cpus=max(machine.cpus, VERIFY_CPUS))
+    with (
+        boot_vm(runner, spawn, boot, verifier, folder / "vm", label=f"bake-verify-{recipe}") as booted,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        manifest = None
+        if volatile is not None:  # taken while the checks run: two SSH sessions, two vCPUs
+            vol = volatile_set((*VM_VOLATILE, *volatile))
+            manifest = pool.submit(_timed, lambda: collect_manifest(streamer, booted.config, vol))
         ssh_config = (f"--ssh-config={booted.config}",)
         results = run_module(runner, {}, vm.testinfra_hosts(), module, tests, ssh_config) if checks else []
+        if manifest is not None:
+            entries, manifest_seconds = manifest.result()
         instance = f"qemu ssh://root@127.0.0.1:{booted.port} (system {booted.system_state})"
         # the installed packages, for the SBOM a publish attests (read from the instance
         # that was verified: the final disk itself is never mounted)
