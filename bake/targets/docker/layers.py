@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bake.attest.digest import split_digest
+from bake.attest.digest import sha256_file, split_digest
 from bake.errors import BakeError
 
 CHUNK = 1 << 20
@@ -43,15 +43,28 @@ HISTORY_PREFIX = "bake: "  # how every history entry bake writes begins
 @dataclass(frozen=True)
 class Saved:
     """What ``docker save`` held: the image's config and its layers, in order, each by
-    diff ID with the file it was written to (the digest checked while writing)."""
+    diff ID with its file (the digest checked). A layer in *reused* is a file of the
+    parent's own layout (checked too), not one written here."""
 
     config: Mapping[str, Any]
     layers: tuple[tuple[str, Path], ...]
+    reused: frozenset[str] = frozenset()
 
 
-def read_save(stream: IO[bytes], into: Path) -> Saved:
-    """Read a ``docker save`` tar (one image) once; layers go to files under *into*."""
+class Lost(BakeError):
+    """A layer was read past (it looked like one of the parent's) and turned out not to be."""
+
+
+def read_save(stream: IO[bytes], into: Path, reuse: Mapping[str, Path] | None = None) -> Saved:
+    """Read a ``docker save`` tar (one image) once; layers go to files under *into*.
+
+    *reuse*: files that may already hold some layers (the parent's OCI layout, by diff
+    ID). A layer of the same size as one of them is hashed as it passes but not written;
+    when its digest is that file's and the file's own content hashes to it too, the file
+    is used. Else (a layer of that size that is not the parent's): :class:`Lost`."""
+    candidates = {p.stat().st_size: (d, p) for d, p in (reuse or {}).items() if p.is_file()}
     files: dict[str, tuple[str, Path]] = {}  # member name -> (sha256 digest, file)
+    reused: set[str] = set()
     small: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -63,7 +76,10 @@ def read_save(stream: IO[bytes], into: Path) -> Saved:
                 if src is None:
                     continue
                 if info.name.endswith("/layer.tar") or info.name.startswith("blobs/"):
-                    files[info.name] = _spill(src, into)
+                    local = candidates.get(info.size)
+                    files[info.name] = _spill(src, into) if local is None else _reuse(src, *local)
+                    if local is not None:
+                        reused.add(local[0])
                 elif info.size <= SMALL:
                     small[info.name] = src.read()
     except tarfile.TarError as e:
@@ -84,7 +100,8 @@ def read_save(stream: IO[bytes], into: Path) -> Saved:
     for name, diff_id in zip(names, diff_ids, strict=True):
         if files[name][0] != diff_id:
             raise BakeError(f"layer {name} of `docker save` is {files[name][0]}, its config says {diff_id}")
-    return Saved(config, tuple((d, files[n][1]) for n, d in zip(names, diff_ids, strict=True)))
+    layers = tuple((d, files[n][1]) for n, d in zip(names, diff_ids, strict=True))
+    return Saved(config, layers, frozenset(reused & set(diff_ids)))
 
 
 def _spill(src: IO[bytes], into: Path) -> tuple[str, Path]:
@@ -95,6 +112,18 @@ def _spill(src: IO[bytes], into: Path) -> tuple[str, Path]:
             h.update(chunk)
             out.write(chunk)
     return f"sha256:{h.hexdigest()}", Path(name)
+
+
+def _reuse(src: IO[bytes], diff_id: str, local: Path) -> tuple[str, Path]:
+    """The layer passing on *src* is the parent's *diff_id*, whose bytes *local* holds:
+    both are hashed (the local file is a cache: it is believed only when it hashes right)."""
+    h = hashlib.sha256()
+    while chunk := src.read(CHUNK):
+        h.update(chunk)
+    passed = f"sha256:{h.hexdigest()}"
+    if passed != diff_id or sha256_file(local) != diff_id:
+        raise Lost(f"a layer of {local.stat().st_size} bytes was not the parent's {diff_id}")
+    return passed, local
 
 
 def parent_history(config: Mapping[str, Any], parent_layers: Sequence[str]) -> list[dict[str, Any]] | None:

@@ -37,6 +37,7 @@ temporary file beside the layout, never held in memory, and copied back in sorte
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -51,7 +52,7 @@ from fnmatch import translate
 from pathlib import Path
 from typing import IO, Any
 
-from bake.attest.digest import canonical_json, sha256_bytes, split_digest
+from bake.attest.digest import canonical_json, is_digest, sha256_bytes, split_digest
 from bake.errors import BakeError, ToolError
 from bake.infra import process
 from bake.infra.fsutil import replace_dir
@@ -134,6 +135,15 @@ class Normalized:
     layout: Path  # the OCI image layout it was loaded from
     dropped: tuple[str, ...]  # volatile paths left out
     rewritten: tuple[str, ...]  # paths whose content (or mode) was fixed
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The bake image a child was built FROM, and the OCI layout bake wrote it to, when
+    this machine has it (its layer files are then linked, not written again)."""
+
+    image: str
+    layout: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -568,7 +578,7 @@ def normalize(
     work: Path,
     streamer: Streamer = process.stream,
     manifest_annotations: Mapping[str, str] | None = None,
-    parent: str | None = None,
+    parent: Parent | None = None,
 ) -> Normalized:
     """Rewrite *image_id* deterministically into the OCI layout ``work/oci`` and load it
     into the engine as ``repository:tag``. *volatile* adds glob patterns to DROPPED;
@@ -626,32 +636,42 @@ def _child_layer(
     engine: Engine,
     image_id: str,
     inspect: Mapping[str, Any],
-    parent: str,
+    parent: Parent,
     building: Path,
     rules: tuple[int, Sequence[str], Streamer],
 ) -> tuple[tuple[Layer, ...], list[dict[str, Any]], Layer] | None:
-    """The parent's layers (written to the layout as they are) and the image's own layer,
+    """The parent's layers (in the layout as they are) and the image's own layer,
     rewritten; None when the image is not a bake image's layers plus one."""
     epoch, volatile, streamer = rules
-    parent_layers = _layers_of(docker.inspect_image(runner, engine, parent))
+    parent_layers = _layers_of(docker.inspect_image(runner, engine, parent.image))
     own = _layers_of(inspect)
     if not parent_layers or own[:-1] != parent_layers or len(own) != len(parent_layers) + 1:
         return None
-    made_by = runner(engine.call("history", "--no-trunc", "--format", "{{.CreatedBy}}", "--", parent)).stdout
+    history_argv = ("history", "--no-trunc", "--format", "{{.CreatedBy}}", "--", parent.image)
+    made_by = runner(engine.call(*history_argv)).stdout
     if not all(line.startswith(layers.HISTORY_PREFIX) for line in made_by.splitlines()):
         return None  # a parent bake did not write (a root filesystem import): not reproducible as it is
     blobs = building / "blobs" / "sha256"
     scratch = Path(tempfile.mkdtemp(prefix=".save-", dir=building))  # what the save held
+    save = engine.call("save", "--", image_id, timeout=EXPORT_TIMEOUT)
     try:
-        with streamer(engine.call("save", "--", image_id, timeout=EXPORT_TIMEOUT)) as out:
-            saved = layers.read_save(out, scratch)
+        try:
+            with streamer(save) as out:
+                saved = layers.read_save(out, scratch, _blobs_of(parent.layout, parent_layers))
+        except layers.Lost:  # the parent's layout here is not what the engine holds: read it all
+            with streamer(save) as out:
+                saved = layers.read_save(out, scratch)
         history = layers.parent_history(saved.config, parent_layers)
         if history is None:
             return None
         lower = []
         for diff_id, path in saved.layers[:-1]:
             size = path.stat().st_size
-            _seal(path, blobs / split_digest(diff_id)[1])
+            blob = blobs / split_digest(diff_id)[1]
+            if diff_id in saved.reused:
+                _link(path, blob)
+            else:
+                _seal(path, blob)
             lower.append(Layer(diff_id, size, (), ()))
         fd, name = tempfile.mkstemp(prefix=".layer-", dir=blobs)
         with (
@@ -664,6 +684,33 @@ def _child_layer(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return tuple(lower), history, layer
+
+
+def _blobs_of(layout: Path | None, wanted: Sequence[str]) -> dict[str, Path]:
+    """The files of the *wanted* layers in the parent's own layout, by diff ID (a hint:
+    `read_save` believes a file only when it hashes right)."""
+    if layout is None:
+        return {}
+    try:
+        index = json.loads((layout / "index.json").read_bytes())
+        manifest = json.loads(
+            (layout / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes()
+        )
+        digests = [str(d["digest"]) for d in manifest["layers"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}
+    return {d: layout / "blobs" / "sha256" / d[7:] for d in digests if d in wanted and is_digest(d)}
+
+
+def _link(path: Path, blob: Path) -> None:
+    """A layer the parent's layout holds: linked into this one (copied across filesystems)."""
+    try:
+        os.link(path, blob)
+    except FileExistsError:
+        pass
+    except OSError:
+        shutil.copyfile(path, blob)
+        _seal(blob, blob)
 
 
 def _layers_of(inspect: Mapping[str, Any] | None) -> list[str]:

@@ -52,6 +52,7 @@ class DockerBase(Base):
     image: str = ""  # the image ID to build on
     name: str | None = None  # what deployers call it (org.opencontainers.image.base.name)
     digest: str | None = None  # its manifest digest (base.digest), where it has one
+    layout: str | None = None  # the OCI layout a parent bake wrote here, if this machine has it
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,14 @@ class DockerSession:
             if "published" in parent.meta:
                 record["published"] = str(parent.meta["published"])
             name = f"{image_repository(plan.parent.name)}:{plan.parent.version}"
-            return DockerBase(record=record, image=parent.id, name=name, digest=parent.digest)
+            layout = parent.meta.get("layout")
+            return DockerBase(
+                record=record,
+                image=parent.id,
+                name=name,
+                digest=parent.digest,
+                layout=str(layout) if isinstance(layout, str) else None,
+            )
         base = plan.resolved.recipe.base
         if base is None or (base.bootstrap is None and base.image is None):
             raise BakeError(f"{plan.name}: no base to build on", "give `base:` or `extends:`")
@@ -222,7 +230,9 @@ class DockerSession:
             tag=f"key-{plan.short_key}",
             work=work / "reproducible",
             # a child keeps its parent's layers and rewrites only its own
-            parent=base.image if base and base.image else None,
+            parent=reproducible.Parent(base.image, Path(base.layout) if base.layout else None)
+            if base and base.image
+            else None,
         )
         if out.image_id != raw_image:
             self.ctx.runner(self.engine.call("rmi", "--no-prune", "--", raw_image, check=False))

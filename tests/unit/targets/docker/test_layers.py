@@ -125,3 +125,38 @@ def test_the_load_archive_names_every_layer_and_carries_the_new_one_only(tmp_pat
     assert manifest[0]["Layers"] == [f"{sha(BASE)[7:]}/layer.tar", f"{sha(OWN)[7:]}/layer.tar"]
     assert manifest[0]["RepoTags"] == ["bake/web:key-1"]
     assert manifest[0]["Config"] == f"{sha(config)[7:]}.json"
+
+
+# --- reusing the parent's own layout --------------------------------------------------------
+
+
+def test_a_layer_the_parent_s_layout_holds_is_checked_not_written(tmp_path: Path) -> None:
+    local = tmp_path / "parent-blob"
+    local.write_bytes(BASE)
+    into = tmp_path / "into"
+    into.mkdir()
+    saved = layers.read_save(
+        io.BytesIO(save_tar(config_of(BASE, OWN), [BASE, OWN])), into, {sha(BASE): local}
+    )
+    assert saved.layers[0] == (sha(BASE), local)
+    assert saved.reused == {sha(BASE)}
+    assert [p.read_bytes() for p in into.iterdir()] == [OWN]  # only the new layer was written
+
+
+def test_a_parent_file_that_does_not_hash_right_is_lost(tmp_path: Path) -> None:
+    local = tmp_path / "parent-blob"
+    local.write_bytes(b"X" * len(BASE))  # a cache file of the right size that is not the layer
+    with pytest.raises(layers.Lost):
+        layers.read_save(
+            io.BytesIO(save_tar(config_of(BASE, OWN), [BASE, OWN])), tmp_path, {sha(BASE): local}
+        )
+
+
+def test_a_new_layer_the_size_of_the_parent_s_is_lost_not_mistaken(tmp_path: Path) -> None:
+    same_size = b"y" * len(BASE)
+    local = tmp_path / "parent-blob"
+    local.write_bytes(BASE)
+    with pytest.raises(layers.Lost):
+        layers.read_save(
+            io.BytesIO(save_tar(config_of(BASE, same_size), [BASE, same_size])), tmp_path, {sha(BASE): local}
+        )

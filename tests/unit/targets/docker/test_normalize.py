@@ -696,7 +696,7 @@ class FakeChildEngine(FakeEngine):
         yield io.BytesIO(buf.getvalue())
 
 
-def normalize_child(fake: FakeEngine, work: Path) -> rp.Normalized:
+def normalize_child(fake: FakeEngine, work: Path, layout: Path | None = None) -> rp.Normalized:
     return rp.normalize(
         fake.run,
         ENGINE,
@@ -706,7 +706,7 @@ def normalize_child(fake: FakeEngine, work: Path) -> rp.Normalized:
         tag="a",
         work=work,
         streamer=fake.stream,
-        parent=PARENT,
+        parent=rp.Parent(PARENT, layout),
     )
 
 
@@ -752,3 +752,38 @@ def test_a_parent_bake_did_not_write_makes_one_layer_of_the_whole_filesystem(tmp
     manifest = json.loads((got.layout / "blobs" / "sha256" / got.manifest_digest[7:]).read_bytes())
     assert len(manifest["layers"]) == 1
     assert any(c[:2] == ("docker", "export") for c in fake.calls)
+
+
+def parent_layout(tmp_path: Path, layer: bytes) -> Path:
+    """An OCI layout of the parent as bake writes it: index, manifest, the layer's blob."""
+    blobs = tmp_path / "parent" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / _sha(layer)[7:]).write_bytes(layer)
+    manifest = json.dumps({"layers": [{"digest": _sha(PARENT_LAYER), "size": len(layer)}]}).encode()
+    (blobs / _sha(manifest)[7:]).write_bytes(manifest)
+    (tmp_path / "parent" / "index.json").write_text(json.dumps({"manifests": [{"digest": _sha(manifest)}]}))
+    return tmp_path / "parent"
+
+
+def test_a_child_links_the_parent_s_layer_from_its_layout(tmp_path: Path) -> None:
+    layout = parent_layout(tmp_path, PARENT_LAYER)
+    got = normalize_child(FakeChildEngine(OWN_LAYER), tmp_path / "work", layout)
+    blob = got.layout / "blobs" / "sha256" / _sha(PARENT_LAYER)[7:]
+    assert blob.stat().st_ino == (layout / "blobs" / "sha256" / _sha(PARENT_LAYER)[7:]).stat().st_ino
+    assert (
+        got.manifest_digest == normalize_child(FakeChildEngine(OWN_LAYER), tmp_path / "plain").manifest_digest
+    )
+
+
+def test_a_poisoned_parent_layout_is_read_past_and_the_image_is_the_same(tmp_path: Path) -> None:
+    layout = parent_layout(tmp_path, PARENT_LAYER)
+    poisoned = layout / "blobs" / "sha256" / _sha(PARENT_LAYER)[7:]
+    poisoned.write_bytes(b"\0" * len(PARENT_LAYER))  # the same size, other bytes
+    fake = FakeChildEngine(OWN_LAYER)
+    got = normalize_child(fake, tmp_path / "work", layout)
+    blob = got.layout / "blobs" / "sha256" / _sha(PARENT_LAYER)[7:]
+    assert blob.read_bytes() == PARENT_LAYER  # what the engine holds, not the cache
+    assert sum(c[:2] == ("docker", "save") for c in fake.calls) == 2  # read again, in full
+    assert (
+        got.manifest_digest == normalize_child(FakeChildEngine(OWN_LAYER), tmp_path / "plain").manifest_digest
+    )
