@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,8 @@ from bake.registry.layout import ROOT, TIMESTAMP, metadata_file, stored_target
 from bake.registry.roles import AnyMetadata
 
 METADATA_URL = "bake-registry://metadata/"
+RETRY_PAUSES: tuple[float | None, ...] = (0.05, 0.2, 0.5, None)  # None: the last try
+TIMESTAMP_FILE = "timestamp.json"
 TARGETS_URL = "bake-registry://targets/"
 STATE_ENV = "BAKE_STATE_DIR"
 TRUST_HINT = "pass the registry's root.json, or a root public key (.pub), as a trusted key (--trust)"
@@ -64,7 +67,7 @@ class RegistryFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         if url.startswith(METADATA_URL):
             name = unquote(url.removeprefix(METADATA_URL))
-            data = self.registry.read_metadata(name)
+            data = self._metadata(name)
             if data is None:
                 raise tuf_errors.DownloadHTTPError(f"{name} is not in {self.registry.url}", 404)
             return iter((data,))
@@ -74,6 +77,23 @@ class RegistryFetcher(FetcherInterface):
             except RegistryError as e:
                 raise tuf_errors.DownloadHTTPError(str(e), 404) from e
         raise tuf_errors.DownloadError(f"not a bake registry URL: {url}")
+
+    def _metadata(self, name: str) -> bytes | None:
+        """A metadata file, read again a few times when the read fails or the timestamp
+        (which an initialized registry always has) is not there: a registry being written
+        (a tag moving, a busy server) can fail one read. What is read is verified as ever;
+        a file that stays unreadable is an error, a missing one (the next root) a 404."""
+        for pause in RETRY_PAUSES:
+            try:
+                data = self.registry.read_metadata(name)
+            except (RegistryError, OSError):
+                if pause is None:
+                    raise
+            else:
+                if data is not None or name != TIMESTAMP_FILE or pause is None:
+                    return data
+            time.sleep(pause or 0)
+        return None  # not reached: the last pause is None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 from tuf.api.metadata import Metadata, Root, Timestamp
@@ -19,6 +20,7 @@ from bake.deploy.resolve import resolve
 from bake.deploy.verified import check_attestations
 from bake.errors import RegistryError, TrustError
 from bake.registry import client
+from bake.registry.backend import Registry
 from bake.registry.layout import Policy, metadata_file
 from bake.registry.model import new_image_doc
 from bake.registry.roles import Signers, protect_channel, serialize
@@ -292,3 +294,38 @@ def test_an_empty_folder_is_no_registry(tmp_path: Path) -> None:
         s.read()
     assert metadata_file("timestamp", 9) == "timestamp.json"
     shutil.rmtree(tmp_path / "state", ignore_errors=True)
+
+
+class Flaky:
+    """A registry whose metadata reads fail as told first (a registry being written)."""
+
+    def __init__(self, real: Registry, failures: dict[str, list[Exception | None]]) -> None:
+        self.real, self.failures, self.url = real, failures, real.url
+
+    def read_metadata(self, name: str) -> bytes | None:
+        pending = self.failures.get(name)
+        if pending:
+            first = pending.pop(0)
+            if isinstance(first, Exception):
+                raise first
+            return None
+        return self.real.read_metadata(name)
+
+
+def test_a_metadata_read_that_fails_once_is_read_again(s: Setup) -> None:
+    """A registry being written can fail one read (a tag moving, a busy server): the
+    fetcher reads again; what it gets is verified as ever."""
+    publish(s)
+    failures: dict[str, list[Exception | None]] = {
+        "timestamp.json": [RegistryError("connection reset"), None]
+    }
+    fetcher = RegistryFetcher(cast(Registry, Flaky(s.reg, failures)))
+    assert fetcher._metadata("timestamp.json") == s.reg.read_metadata("timestamp.json")
+    assert failures["timestamp.json"] == []
+    assert fetcher._metadata("99.root.json") is None  # a file that is not there: no waiting
+
+
+def test_a_metadata_read_that_keeps_failing_is_an_error(s: Setup) -> None:
+    failures: dict[str, list[Exception | None]] = {"timestamp.json": [RegistryError("refused")] * 4}
+    with pytest.raises(RegistryError, match="refused"):
+        RegistryFetcher(cast(Registry, Flaky(s.reg, failures)))._metadata("timestamp.json")
